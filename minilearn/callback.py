@@ -1,0 +1,177 @@
+"""Callback, the event list and the Cancel*Exception family: the vocabulary of the training loop.
+
+Event names, their order and the cancel semantics are fastai's, so a fastai callback ports by
+changing its imports. A cancel exception raised during `<x>` runs `after_cancel_<x>` and then
+`after_<x>`, and the loop goes on at the next level up.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+# Every event, in the order a fit with training and validation meets them.
+EVENTS = (
+    "after_create",
+    "before_fit", "before_epoch", "before_train",
+    "before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+    "before_step", "after_step", "after_cancel_batch", "after_batch",
+    "after_cancel_train", "after_train",
+    "before_validate", "after_cancel_validate", "after_validate",
+    "after_cancel_epoch", "after_epoch",
+    "after_cancel_fit", "after_fit",
+    "after_cancel_backward", "after_cancel_step",
+)
+
+# Events inside the batch loop: `run_train` / `run_valid` decide whether a callback sees them.
+BATCH_EVENTS = frozenset({
+    "before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+    "before_step", "after_step", "after_cancel_batch", "after_batch",
+    "after_cancel_backward", "after_cancel_step",
+})
+
+
+class CancelBatchException(Exception):
+    """Skip the rest of this batch: runs `after_cancel_batch`, then `after_batch`."""
+
+
+class CancelBackwardException(Exception):
+    """Skip the backward pass: runs `after_cancel_backward`, then `after_backward`."""
+
+
+class CancelStepException(Exception):
+    """Skip the optimiser step: runs `after_cancel_step`, then `after_step`."""
+
+
+class CancelTrainException(Exception):
+    """Skip the rest of the training phase: runs `after_cancel_train`, then `after_train`."""
+
+
+class CancelValidException(Exception):
+    """Skip the rest of validation: runs `after_cancel_validate`, then `after_validate`."""
+
+
+class CancelEpochException(Exception):
+    """Skip the rest of this epoch: runs `after_cancel_epoch`, then `after_epoch`."""
+
+
+class CancelFitException(Exception):
+    """Stop training: runs `after_cancel_fit`, then `after_fit`."""
+
+
+CANCEL_EXCEPTIONS = (
+    CancelBatchException, CancelBackwardException, CancelStepException, CancelTrainException,
+    CancelValidException, CancelEpochException, CancelFitException,
+)
+
+# Learner state a callback may read as `self.<name>` (fastai callbacks are written that way).
+# Reads only: a write must say `self.learn.<name> = ...`, so where state changes is visible.
+LEARNER_STATE = frozenset({
+    "model", "opt", "dls", "dl", "loss_func", "metrics", "pred", "loss", "loss_grad", "xb", "yb",
+    "epoch", "iter", "n_epoch", "n_iter", "pct_train", "train_iter", "training", "smooth_loss",
+    "lr", "wd", "cbs", "path", "model_dir", "device", "recorder",
+})
+
+
+def snake_case(name: str) -> str:
+    """`EarlyStoppingCallback` -> `early_stopping_callback` (fastai's camel2snake)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def callback_name(cls: type) -> str:
+    """The attribute a callback is reachable at: `Recorder` -> `recorder`, `FooCallback` -> `foo`."""
+    name = re.sub(r"Callback$", "", cls.__name__) or cls.__name__
+    return snake_case(name)
+
+
+class Callback:
+    """Base class for callbacks: implement any event as a method taking no argument.
+
+    A callback runs at the events it defines, in ascending `order` among all callbacks (ties
+    keep the order they were added in). `run_train=False` / `run_valid=False` keep it out of
+    the batch events of that phase. It reads the learner's state as `self.pred`, `self.loss`,
+    ... (the names in `LEARNER_STATE`) and writes it as `self.learn.<name> = ...`.
+    """
+
+    order: int = 0
+    run_train: bool = True
+    run_valid: bool = True
+    learn = None
+
+    @property
+    def name(self) -> str:
+        """The attribute of the learner this callback is reachable at."""
+        return callback_name(type(self))
+
+    def __getattr__(self, name: str):
+        # Only called when normal lookup fails: forward reads of documented learner state.
+        if name in LEARNER_STATE:
+            learn = self.__dict__.get("learn") or type(self).learn
+            if learn is None:
+                raise AttributeError(f"{type(self).__name__}.{name}: the callback is not attached to a Learner")
+            return getattr(learn, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        # Catch `self.pred = ...` in an event: it would shadow the learner's state, not change it.
+        if name in LEARNER_STATE and name not in self.__dict__ and self.__dict__.get("learn") is not None:
+            raise AttributeError(
+                f"{type(self).__name__}: `self.{name} = ...` would not change the learner; "
+                f"write `self.learn.{name} = ...`")
+        super().__setattr__(name, value)
+
+    def runs_at(self, event: str, training: bool) -> bool:
+        """Whether this callback runs at `event` in the current phase (train or valid)."""
+        if event not in BATCH_EVENTS:
+            return True
+        return self.run_train if training else self.run_valid
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+class TrainEvalCallback(Callback):
+    """Built in: switches the model between train and eval mode and counts training progress.
+
+    It runs first (order -10), so every other callback sees `training`, `pct_train` and
+    `train_iter` already up to date, as in fastai.
+    """
+
+    order = -10
+    run_valid = False
+
+    def before_fit(self) -> None:
+        self.learn.train_iter = 0
+        self.learn.pct_train = 0.0
+
+    def before_train(self) -> None:
+        self.learn.pct_train = self.learn.epoch / max(self.learn.n_epoch, 1)
+        self.learn.model.train()
+        self.learn.training = True
+
+    def after_batch(self) -> None:
+        self.learn.pct_train += 1.0 / (self.learn.n_iter * self.learn.n_epoch)
+        self.learn.train_iter += 1
+
+    def before_validate(self) -> None:
+        self.learn.model.eval()
+        self.learn.training = False
+
+
+class GatherPredsCallback(Callback):
+    """Built in: collects predictions and targets during validation, for `Learner.get_preds`."""
+
+    run_train = False
+
+    def before_validate(self) -> None:
+        self.preds, self.targs = [], []
+
+    def after_batch(self) -> None:
+        self.preds.append(self.learn.pred.detach())
+        self.targs.append(self.learn.yb[0].detach())
+
+    def result(self):
+        """All predictions and targets, concatenated and moved to the CPU (one transfer each)."""
+        return torch.cat(self.preds).cpu(), torch.cat(self.targs).cpu()

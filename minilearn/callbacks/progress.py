@@ -1,0 +1,133 @@
+"""ProgressCallback: fastai's metric table, and a progress bar only where it can redraw.
+
+- In a terminal: a tqdm bar over the batches (on stderr), and the table as text lines.
+- In a log file or CI (stdout is not a terminal): one text line per epoch, no bar at all.
+- In Jupyter: the table as HTML, updated in place each epoch, and tqdm.auto's bar.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from minilearn.callback import Callback
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel. IPython is never imported here just to find out."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def format_time(seconds: float) -> str:
+    """Seconds as `mm:ss`, or `h:mm:ss` past an hour (fastai's format)."""
+    t = int(seconds)
+    h, m, s = t // 3600, (t // 60) % 60, t % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def format_value(name: str, value) -> str:
+    """One cell of the table: epoch as an int, time as mm:ss, floats to 6 places, blanks for None."""
+    if value is None:
+        return ""
+    if name == "time":
+        return format_time(value)
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+def text_row(cells: list[str], widths: list[int]) -> str:
+    """Cells left-aligned in columns two spaces apart."""
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+
+def html_table(names: list[str], rows: list[list[str]]) -> str:
+    """The table as HTML, in the style of fastai's notebook output."""
+    head = "".join(f"<th>{n}</th>" for n in names)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return (f'<table border="1" class="dataframe"><thead><tr style="text-align: left;">{head}'
+            f"</tr></thead><tbody>{body}</tbody></table>")
+
+
+class ProgressCallback(Callback):
+    """Shows the metric table after each epoch and, where it can redraw, a bar over the batches.
+
+    `show_bar`: None decides from where output goes (a terminal or a notebook: yes; a file: no).
+    """
+
+    order = 60
+
+    def __init__(self, show_bar: bool | None = None, refresh_secs: float = 0.5):
+        self.show_bar = show_bar
+        self.refresh_secs = refresh_secs
+        self.pbar = None
+
+    def _bar_wanted(self) -> bool:
+        if self.show_bar is not None:
+            return self.show_bar
+        return self.notebook or (sys.stdout.isatty() and sys.stderr.isatty())
+
+    def before_fit(self) -> None:
+        self.notebook = in_notebook()
+        self.names = self.learn.recorder.metric_names
+        self.rows: list[list[str]] = []
+        self.widths = [max(len(n), 8) for n in self.names]
+        if self.notebook:
+            from IPython.display import HTML, display
+
+            self.display = display(HTML(html_table(self.names, [])), display_id=True)
+        else:
+            print(text_row(self.names, self.widths), flush=True)
+
+    def _open_bar(self, desc: str) -> None:
+        if not self._bar_wanted():
+            return
+        from tqdm.auto import tqdm
+
+        self.pbar = tqdm(total=len(self.learn.dl), desc=desc, leave=False, dynamic_ncols=True)
+        self.last_refresh = time.perf_counter()
+
+    def _close_bar(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
+
+    def before_train(self) -> None:
+        self._open_bar(f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} train")
+
+    def before_validate(self) -> None:
+        self._open_bar("valid")
+
+    def after_batch(self) -> None:
+        if self.pbar is None:
+            return
+        self.pbar.update(1)
+        now = time.perf_counter()
+        # Showing the loss costs a host sync: only when the bar is drawn, at most twice a second.
+        if self.learn.training and now - self.last_refresh > self.refresh_secs:
+            self.last_refresh = now
+            self.pbar.set_postfix_str(f"loss {float(self.learn.smooth_loss):.4f}", refresh=False)
+
+    def after_train(self) -> None:
+        self._close_bar()
+
+    def after_validate(self) -> None:
+        self._close_bar()
+
+    def after_epoch(self) -> None:
+        log = self.learn.recorder.log
+        row = [format_value(n, log.get(n)) for n in self.names]
+        self.rows.append(row)
+        if self.notebook:
+            from IPython.display import HTML
+
+            self.display.update(HTML(html_table(self.names, self.rows)))
+        else:
+            print(text_row(row, self.widths), flush=True)
+
+    def after_fit(self) -> None:
+        self._close_bar()

@@ -1,0 +1,140 @@
+"""Recorder: the numbers of a fit, kept as numbers — per batch (loss, lr) and per epoch (the table).
+
+Per batch it accumulates on the device (no host synchronisation in the training loop); it turns
+values into Python floats once per epoch, when it logs a row.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from minilearn.callback import Callback
+from minilearn.metrics import AvgLoss, AvgSmoothLoss, to_float
+
+
+class Recorder(Callback):
+    """Records the smoothed training loss, learning rates, and each epoch's losses and metrics.
+
+    - `losses`, `lrs`: one value per training batch (the smoothed loss, the last group's lr);
+    - `values`: one list per epoch, `[train_loss, valid_loss, *metrics]` as floats (fastai's);
+    - `history`: one dict per epoch keyed by column name, time in seconds included;
+    - `metric_names`: the table's columns, `['epoch', 'train_loss', 'valid_loss', ..., 'time']`;
+    - `column(name)`: one column of `history` as a list, so a metric is found by its name.
+    """
+
+    order = 50
+
+    def __init__(self, add_time: bool = True, train_metrics: bool = False, valid_metrics: bool = True,
+                 beta: float = 0.98):
+        self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
+        self.smoother = AvgSmoothLoss(beta)
+        self.valid_loss = AvgLoss()
+        self._losses: list = []
+        self.lrs: list[float] = []
+        self.iters: list[int] = []
+        self.values: list[list] = []
+        self.history: list[dict] = []
+        self.log: dict = {}
+        self.last_valid: list | None = None
+
+    # -- the names of the table's columns
+    @property
+    def metric_names(self) -> list[str]:
+        names = ["epoch", "train_loss"]
+        if self.train_metrics:
+            names += [f"train_{m.name}" for m in self.learn.metrics]
+        names.append("valid_loss")
+        if self.valid_metrics:
+            names += [m.name for m in self.learn.metrics]
+        return names + (["time"] if self.add_time else [])
+
+    # -- events
+    def before_fit(self) -> None:
+        self.smoother.reset()
+        self._losses, self.lrs, self.iters, self.values, self.history = [], [], [], [], []
+
+    def before_epoch(self) -> None:
+        self.start_time = time.perf_counter()
+        self.log = dict.fromkeys(self.metric_names)
+        self.log["epoch"] = self.learn.epoch
+        self.last_valid = None
+
+    def before_train(self) -> None:
+        for m in self.learn.metrics if self.train_metrics else ():
+            m.reset()
+
+    def before_validate(self) -> None:
+        self.valid_loss.reset()
+        for m in self.learn.metrics:
+            m.reset()
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if learn.loss is None:  # the batch was cancelled before its loss
+            return
+        if learn.training:
+            self.smoother.accumulate(learn)
+            smooth = self.smoother.value
+            learn.smooth_loss = smooth
+            self._losses.append(smooth)
+            self.lrs.append(learn.opt.hypers[-1]["lr"])
+            if self.train_metrics:
+                for m in learn.metrics:
+                    m.accumulate(learn)
+        else:
+            self.valid_loss.accumulate(learn)
+            for m in learn.metrics:
+                m.accumulate(learn)
+
+    def after_train(self) -> None:
+        self.iters.append(len(self._losses))
+        self.log["train_loss"] = to_float(self.smoother.value)
+        if self.train_metrics:
+            for m in self.learn.metrics:
+                self.log[f"train_{m.name}"] = to_float(m.value)
+
+    def after_validate(self) -> None:
+        self.last_valid = [to_float(self.valid_loss.value)] + [to_float(m.value) for m in self.learn.metrics]
+        if self.log:
+            self.log["valid_loss"] = self.last_valid[0]
+            if self.valid_metrics:
+                for m, v in zip(self.learn.metrics, self.last_valid[1:]):
+                    self.log[m.name] = v
+
+    def after_epoch(self) -> None:
+        if self.add_time:
+            self.log["time"] = time.perf_counter() - self.start_time
+        self.values.append([v for k, v in self.log.items() if k not in ("epoch", "time")])
+        self.history.append(dict(self.log))
+
+    # -- reading the numbers back
+    @property
+    def losses(self) -> list[float]:
+        """The smoothed training loss after each training batch, as floats."""
+        return torch.stack(self._losses).tolist() if self._losses else []
+
+    def column(self, name: str) -> list:
+        """One column of the per-epoch history, by name (e.g. `'accuracy'`, `'valid_loss'`)."""
+        names = self.metric_names if self.learn is not None else list(self.history[0]) if self.history else []
+        if name not in names:
+            raise KeyError(f"name: no column {name!r}; the columns are {names}")
+        return [row.get(name) for row in self.history]
+
+    def plot_loss(self, skip_start: int = 5, with_valid: bool = True):
+        """Training loss per batch (and validation loss per epoch) against iterations; a Figure."""
+        from minilearn.plotting import new_figure
+
+        fig, ax = new_figure()
+        losses = self.losses
+        ax.plot(range(skip_start, len(losses)), losses[skip_start:], label="train")
+        if with_valid:
+            points = [(i, row["valid_loss"]) for i, row in zip(self.iters, self.history)
+                      if row.get("valid_loss") is not None and i > skip_start]
+            if points:
+                ax.plot(*zip(*points), label="valid")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        ax.legend()
+        return fig

@@ -1,0 +1,35 @@
+"""Tiny synthetic problems and learners shared by the tests (CPU, milliseconds)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from minilearn import DataLoaders, Learner, SGD
+
+
+def linear_data(n: int = 64, n_valid: int = 32, n_features: int = 3, seed: int = 0):
+    """x -> x @ w + 1 with a little noise: train and valid tensors."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n_features, 1, generator=g)
+    x = torch.randn(n + n_valid, n_features, generator=g)
+    y = x @ w + 1 + 0.01 * torch.randn(n + n_valid, 1, generator=g)
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def class_data(n: int = 90, n_valid: int = 45, n_features: int = 4, n_classes: int = 3, seed: int = 0):
+    """Gaussian clusters, one per class: train and valid tensors with int64 labels."""
+    g = torch.Generator().manual_seed(seed)
+    centers = 3 * torch.randn(n_classes, n_features, generator=g)
+    y = torch.randint(0, n_classes, (n + n_valid,), generator=g)
+    x = centers[y] + torch.randn(n + n_valid, n_features, generator=g)
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def regression_learner(n: int = 64, n_valid: int = 32, bs: int = 16, lr: float = 0.1, seed: int = 0, **kwargs) -> Learner:
+    """A linear regression Learner on `linear_data`, with the default callbacks unless told."""
+    x, y, vx, vy = linear_data(n, n_valid, seed=seed)
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=bs, seed=seed)
+    torch.manual_seed(seed)
+    return Learner(dls, nn.Linear(x.shape[1], 1), nn.MSELoss(), opt_func=SGD, lr=lr, **kwargs)
+

@@ -1,0 +1,472 @@
+"""The seven-step loop, its events, cancellation, errors, and callback management."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from minilearn import (
+    SGD, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
+    CancelFitException, CancelStepException, CancelTrainException, CancelValidException, DataLoaders,
+    Learner, accuracy,
+)
+from minilearn.callback import EVENTS
+from synthetic import class_data, linear_data, regression_learner
+
+
+class LogEvents(Callback):
+    """Appends the name of every event it sees (with the phase for batch events)."""
+
+    def __init__(self):
+        self.events: list[str] = []
+
+
+for _event in EVENTS:
+    setattr(LogEvents, _event, lambda self, _e=_event: self.events.append(_e))
+
+
+class RaiseAt(Callback):
+    """Raises `exc` at `event` the first time it happens in the given phase (None: either)."""
+
+    def __init__(self, exc: BaseException, event: str, training: bool | None = True, skip: int = 0):
+        self.exc, self.event, self.phase, self.skip, self.done = exc, event, training, skip, False
+        setattr(self, event, self._maybe_raise)
+
+    def _maybe_raise(self):
+        if not self.done and (self.phase is None or self.learn.training == self.phase):
+            if self.skip:
+                self.skip -= 1
+                return
+            self.done = True
+            raise self.exc
+
+
+TRAIN_BATCH = ["before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+               "before_step", "after_step", "after_batch"]
+VALID_BATCH = ["before_batch", "after_pred", "after_loss", "after_batch"]
+
+
+def epoch_events(n_train: int, n_valid: int) -> list[str]:
+    return (["before_epoch", "before_train"] + TRAIN_BATCH * n_train + ["after_train", "before_validate"]
+            + VALID_BATCH * n_valid + ["after_validate", "after_epoch"])
+
+
+def small_learner(**kwargs) -> Learner:
+    """2 training batches and 1 validation batch per epoch, no table."""
+    return regression_learner(n=32, n_valid=16, bs=16, **kwargs)
+
+
+def run_with(cb: Callback, n_epoch: int = 2, **kwargs) -> LogEvents:
+    learn = small_learner(**kwargs)
+    log = LogEvents()
+    with learn.no_logging():
+        learn.fit(n_epoch, cbs=[log, cb])
+    return log
+
+
+def test_event_order_for_fit_with_train_and_valid():
+    learn = small_learner()
+    log = LogEvents()
+    with learn.no_logging():
+        learn.fit(2, cbs=log)
+    assert log.events == ["before_fit"] + epoch_events(2, 1) * 2 + ["after_fit"]
+
+
+def test_after_create_runs_for_callbacks_given_to_the_learner():
+    log = LogEvents()
+    x, y, vx, vy = linear_data()
+    Learner(DataLoaders.from_tensors(x, y, vx, vy), nn.Linear(3, 1), nn.MSELoss(), cbs=log)
+    assert log.events == ["after_create"]
+
+
+def test_cancel_batch_skips_rest_of_batch_and_runs_after_cancel_then_after():
+    log = run_with(RaiseAt(CancelBatchException(), "after_pred"), n_epoch=1)
+    first = ["before_batch", "after_pred", "after_cancel_batch", "after_batch"]
+    assert log.events[:6] == ["before_fit", "before_epoch", "before_train"] + first[:3]
+    assert log.events == ["before_fit", "before_epoch", "before_train"] + first + TRAIN_BATCH + \
+        epoch_events(0, 1)[2:] + ["after_fit"]
+
+
+def test_cancel_backward_skips_gradient_but_steps_on():
+    learn = small_learner()
+    before = [p.clone() for p in learn.model.parameters()]
+    log = LogEvents()
+    with learn.no_logging():
+        learn.fit(1, cbs=[log, RaiseAt(CancelBackwardException(), "before_backward")])
+    ev = log.events
+    i = ev.index("before_backward")
+    assert ev[i:i + 5] == ["before_backward", "after_cancel_backward", "after_backward", "before_step", "after_step"]
+    # The first step had no gradient, so the first batch changed nothing; the second did.
+    assert any(not torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+
+
+def test_cancel_step_leaves_weights_untouched():
+    class CancelEveryStep(Callback):
+        def before_step(self):
+            raise CancelStepException()
+
+    learn = small_learner()
+    before = [p.clone() for p in learn.model.parameters()]
+    log = LogEvents()
+    with learn.no_logging():
+        learn.fit(2, cbs=[log, CancelEveryStep()])
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+    i = log.events.index("before_step")
+    assert log.events[i:i + 4] == ["before_step", "after_cancel_step", "after_step", "after_batch"]
+    assert all(p.grad is None for p in learn.model.parameters())  # zero_grad still ran
+
+
+def test_cancel_train_goes_on_to_validation():
+    log = run_with(RaiseAt(CancelTrainException(), "after_batch"), n_epoch=1)
+    ev = log.events
+    assert ev.count("after_step") == 1  # only the first training batch ran
+    i = ev.index("after_batch")
+    assert ev[i:i + 4] == ["after_batch", "after_cancel_train", "after_train", "before_validate"]
+    assert "after_validate" in ev
+
+
+def test_cancel_validate_skips_validation_batches():
+    log = run_with(RaiseAt(CancelValidException(), "before_validate", training=None), n_epoch=1)
+    ev = log.events
+    i = ev.index("before_validate")
+    assert ev[i:i + 4] == ["before_validate", "after_cancel_validate", "after_validate", "after_epoch"]
+
+
+def test_cancel_epoch_goes_on_to_next_epoch():
+    log = run_with(RaiseAt(CancelEpochException(), "before_train", training=None), n_epoch=2)
+    ev = log.events
+    assert ev[:5] == ["before_fit", "before_epoch", "before_train", "after_cancel_epoch", "after_epoch"]
+    assert ev[5:] == epoch_events(2, 1) + ["after_fit"]
+
+
+def test_cancel_fit_stops_after_the_epoch():
+    log = run_with(RaiseAt(CancelFitException(), "after_epoch", training=None), n_epoch=3)
+    ev = log.events
+    assert ev == ["before_fit"] + epoch_events(2, 1) + ["after_cancel_fit", "after_fit"]
+
+
+def test_after_cancel_fit_then_after_fit_when_cancelled_mid_batch():
+    log = run_with(RaiseAt(CancelFitException(), "after_loss"), n_epoch=3)
+    assert log.events[-3:] == ["after_loss", "after_cancel_fit", "after_fit"]
+    assert "after_batch" not in log.events  # nothing between the cancel and the fit's end
+
+
+def test_callbacks_passed_to_fit_are_removed_after_a_normal_fit():
+    learn = small_learner()
+    log = LogEvents()
+    with learn.no_logging():
+        learn.fit(1, cbs=log)
+    assert log not in learn.cbs and not hasattr(learn, "log_events") and log.learn is None
+
+
+class Boom(Exception):
+    pass
+
+
+def test_exception_in_callback_propagates_with_note_and_cleans_up():
+    learn = small_learner()
+    err = Boom("my own error")
+    with learn.no_logging(), pytest.raises(Boom) as info:
+        learn.fit(1, cbs=RaiseAt(err, "after_loss"))
+    assert info.value is err  # the user's own exception, unwrapped
+    assert str(info.value) == "my own error"
+    assert any("'raise_at'" in n and "'after_loss'" in n for n in info.value.__notes__)
+    assert len(info.value.__notes__) == 1
+    assert not hasattr(learn, "raise_at") and all(type(c).__name__ != "RaiseAt" for c in learn.cbs)
+    assert all(p.grad is None for p in learn.model.parameters())  # no half-done gradients
+    assert learn.pred is None and learn.xb == ()
+    with learn.no_logging():
+        learn.fit(1)  # the learner still works
+    assert len(learn.recorder.values) == 1
+
+
+def test_exception_in_model_propagates_unchanged():
+    class Broken(nn.Linear):
+        def forward(self, x):
+            raise Boom("forward failed")
+
+    x, y, vx, vy = linear_data()
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy), Broken(3, 1), nn.MSELoss())
+    with learn.no_logging(), pytest.raises(Boom, match="forward failed"):
+        learn.fit(1)
+
+
+def test_keyboard_interrupt_in_callback_is_noted_and_cleaned_up():
+    learn = small_learner()
+    with learn.no_logging(), pytest.raises(KeyboardInterrupt) as info:
+        learn.fit(2, cbs=RaiseAt(KeyboardInterrupt(), "before_batch", skip=1))
+    assert any("before_batch" in n for n in info.value.__notes__)
+    assert not hasattr(learn, "raise_at")
+    assert len(learn.recorder.losses) == 1  # the history so far is kept
+
+
+def test_loop_matches_hand_written_seven_steps_exactly():
+    x, y, vx, vy = linear_data(n=50, n_valid=20)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1))
+    ref = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1))
+    ref.load_state_dict(model.state_dict())
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=8, seed=3)
+    learn = Learner(dls, model, nn.MSELoss(), opt_func=SGD, lr=0.05)
+    with learn.no_logging():
+        learn.fit(3)
+
+    order = DataLoaders.from_tensors(x, y, vx, vy, bs=8, seed=3).train  # same generator, same batches
+    for _ in range(3):
+        for xb, yb in order:
+            loss = nn.functional.mse_loss(ref(xb), yb)
+            loss.backward()
+            with torch.no_grad():
+                for p in ref.parameters():
+                    p.add_(p.grad, alpha=-0.05)
+                    p.grad = None
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_training_reduces_loss_and_reaches_accuracy():
+    x, y, vx, vy = class_data()
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0)
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), lr=0.1, metrics=accuracy)
+    with learn.no_logging():
+        learn.fit(5)
+    acc = learn.recorder.column("accuracy")
+    assert acc[-1] > 0.9
+    assert learn.recorder.values[-1][0] < learn.recorder.values[0][0]
+
+
+def test_optimizer_created_once_and_kept_across_fits():
+    learn = small_learner()
+    with learn.no_logging():
+        learn.fit(1)
+        opt = learn.opt
+        learn.fit(1, lr=0.01)
+        assert learn.opt is opt and opt.hypers[0]["lr"] == 0.01
+        learn.fit(1, reset_opt=True)
+    assert learn.opt is not opt and learn.opt.hypers[0]["lr"] == learn.lr
+
+
+def test_wd_sets_weight_decay_hyper():
+    learn = small_learner(wd=0.1)
+    with learn.no_logging():
+        learn.fit(1)
+        assert learn.opt.hypers[0]["wd"] == 0.1
+        learn.fit(1, wd=0.0)
+    assert learn.opt.hypers[0]["wd"] == 0.0
+
+
+def test_fit_zero_epochs_runs_only_fit_events():
+    log = run_with(Callback(), n_epoch=0)
+    assert log.events == ["before_fit", "after_fit"]
+
+
+def test_state_seen_by_callbacks():
+    seen = []
+
+    class Watch(Callback):
+        def after_loss(self):
+            seen.append((self.epoch, self.iter, self.n_iter, self.training, round(self.pct_train, 4),
+                         self.xb[0].shape[0], self.yb[0].shape[0], self.pred.shape, self.loss.ndim, self.n_epoch))
+
+    run_with(Watch(), n_epoch=2)
+    assert seen[0] == (0, 0, 2, True, 0.0, 16, 16, torch.Size([16, 1]), 0, 2)
+    assert seen[1] == (0, 1, 2, True, 0.25, 16, 16, torch.Size([16, 1]), 0, 2)
+    assert seen[2][:4] == (0, 0, 1, False)
+    assert seen[3][:5] == (1, 0, 2, True, 0.5)
+
+
+def test_callback_writes_must_go_through_learn():
+    class BadWrite(Callback):
+        def after_pred(self):
+            self.pred = self.pred * 2
+
+    learn = small_learner()
+    with learn.no_logging(), pytest.raises(AttributeError, match=r"self\.learn\.pred"):
+        learn.fit(1, cbs=BadWrite())
+
+
+def test_callback_can_change_the_batch_and_loss():
+    class ZeroInputs(Callback):
+        def before_batch(self):
+            self.learn.xb = (torch.zeros_like(self.xb[0]),)
+
+    class ScaleLoss(Callback):
+        def after_loss(self):
+            self.learn.loss_grad = self.loss_grad * 0
+
+    learn = small_learner()
+    before = [p.clone() for p in learn.model.parameters()]
+    with learn.no_logging():
+        learn.fit(1, cbs=[ScaleLoss()])
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+
+    seen = []
+
+    class Spy(Callback):
+        order = 10
+
+        def after_pred(self):
+            seen.append(self.xb[0].abs().sum().item())
+
+    with learn.no_logging():
+        learn.fit(1, cbs=[ZeroInputs(), Spy()])
+    assert seen and all(s == 0 for s in seen)
+
+
+def test_callbacks_run_in_order_with_ties_in_insertion_order():
+    calls = []
+
+    def make(label, order):
+        cls = type(f"Cb{label}", (Callback,), {"order": order, "before_fit": lambda self: calls.append(label)})
+        return cls()
+
+    learn = small_learner()
+    with learn.no_logging():
+        learn.fit(0, cbs=[make("c", 5), make("a", -5), make("b1", 0), make("b2", 0)])
+    assert calls == ["a", "b1", "b2", "c"]
+
+
+def test_run_train_and_run_valid_filter_batch_events():
+    class TrainOnly(Callback):
+        run_valid = False
+
+        def __init__(self):
+            self.n = 0
+
+        def after_batch(self):
+            self.n += 1
+
+    class ValidOnly(TrainOnly):
+        run_valid, run_train = True, False
+
+    t, v = TrainOnly(), ValidOnly()
+    learn = small_learner()
+    with learn.no_logging():
+        learn.fit(2, cbs=[t, v])
+    assert (t.n, v.n) == (4, 2)
+
+
+def test_add_remove_and_context_managers():
+    learn = small_learner()
+
+    class Extra(Callback):
+        pass
+
+    cb = learn.add_cb(Extra)
+    assert learn.extra is cb and cb.learn is learn and cb in learn.cbs
+    learn.remove_cb(Extra)
+    assert not hasattr(learn, "extra") and cb not in learn.cbs
+    with learn.added_cbs([Extra()]):
+        assert hasattr(learn, "extra")
+    assert not hasattr(learn, "extra")
+    with learn.removed_cbs(learn.recorder):
+        assert not hasattr(learn, "recorder")
+    assert hasattr(learn, "recorder")
+    learn.add_cbs([Extra(), Extra()])
+    learn.remove_cbs([Extra])
+    assert not any(isinstance(c, Extra) for c in learn.cbs)
+
+
+def test_callback_name():
+    class EarlyStoppingCallback(Callback):
+        pass
+
+    class GradNormLogger(Callback):
+        pass
+
+    assert EarlyStoppingCallback().name == "early_stopping"
+    assert GradNormLogger().name == "grad_norm_logger"
+    learn = small_learner()
+    assert learn.recorder.name == "recorder" and learn.progress.name == "progress"
+    assert learn.train_eval.name == "train_eval"
+
+
+def test_callback_cannot_hide_learner_attribute():
+    class Model(Callback):
+        pass
+
+    with pytest.raises(ValueError, match="cbs"):
+        small_learner().add_cb(Model())
+
+
+def test_show_training_loop_lists_events_and_callbacks(capsys):
+    learn = small_learner()
+    learn.show_training_loop()
+    out = capsys.readouterr().out
+    assert "before_fit" in out and "after_fit" in out
+    line = next(l for l in out.splitlines() if l.strip().startswith("before_fit"))
+    assert "TrainEvalCallback" in line and "Recorder" in line and "ProgressCallback" in line
+    assert out.index("before_epoch") < out.index("before_train") < out.index("after_step") < out.index("after_epoch")
+
+
+def test_validate_and_get_preds():
+    x, y, vx, vy = class_data()
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0)
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), lr=0.1, metrics=accuracy)
+    loss, acc = learn.validate()
+    with torch.no_grad():
+        out = learn.model(vx)
+    assert loss == pytest.approx(nn.functional.cross_entropy(out, vy).item(), abs=1e-6)
+    assert acc == pytest.approx(accuracy(out, vy).item(), abs=1e-7)
+    preds, targs = learn.get_preds()
+    assert torch.allclose(preds, out, atol=1e-6) and torch.equal(targs, vy)
+    probs, _ = learn.get_preds(act=lambda p: p.softmax(-1))
+    assert torch.allclose(probs.sum(-1), torch.ones(len(vy)))
+    assert learn.recorder.values == []  # validation does not add to the training history
+
+
+@pytest.mark.parametrize("kwargs, arg", [
+    (dict(model="not a module"), "model"),
+    (dict(loss_func="mse"), "loss_func"),
+    (dict(loss_func=None), "loss_func"),
+    (dict(metrics=[42]), "metrics"),
+    (dict(opt_func=3), "opt_func"),
+    (dict(lr=-1.0), "lr"),
+    (dict(dls=(1, 2)), "dls"),
+    (dict(cbs=[object()]), "cbs"),
+    (dict(metrics=[accuracy, accuracy]), "metrics"),
+])
+def test_bad_learner_arguments_raise_clear_errors(kwargs, arg):
+    x, y, vx, vy = linear_data()
+    args = dict(dls=DataLoaders.from_tensors(x, y, vx, vy), model=nn.Linear(3, 1), loss_func=nn.MSELoss())
+    args.update(kwargs)
+    with pytest.raises((TypeError, ValueError), match=arg):
+        Learner(**args)
+
+
+@pytest.mark.parametrize("n_epoch", [-1, 1.5, "2", True])
+def test_bad_n_epoch(n_epoch):
+    learn = small_learner()
+    before = [p.clone() for p in learn.model.parameters()]
+    with pytest.raises(ValueError, match="n_epoch"):
+        learn.fit(n_epoch)
+    assert learn.opt is None and all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+
+
+def test_batches_follow_the_model_device():
+    seen = []
+
+    class Where(Callback):
+        def before_batch(self):
+            seen.append((self.xb[0].device, self.yb[0].device))
+
+    learn = small_learner()
+    with learn.no_logging():
+        learn.fit(1, cbs=Where())
+    dev = next(learn.model.parameters()).device
+    assert seen and all(a == dev and b == dev for a, b in seen)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_gets_cuda_batches_from_cpu_loaders():
+    learn = small_learner(metrics=[])
+    learn.model.cuda()
+    with learn.no_logging():
+        learn.fit(2)
+    assert learn.recorder.values[-1][0] is not None
+    assert next(learn.model.parameters()).is_cuda
+    preds, _ = learn.get_preds()
+    assert preds.device.type == "cpu"
