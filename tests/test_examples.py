@@ -1,0 +1,35 @@
+"""The examples run from a shell and reach their figures (shortened here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import mnist_basics  # noqa: E402
+
+
+@pytest.mark.mnist
+def test_mnist_basics_shortened_reaches_90_percent(mnist_root, capsys):
+    result = mnist_basics.main(["--linear-epochs", "2", "--net-epochs", "3", "--root", str(mnist_root)])
+    assert result["linear"] > 0.9 and result["relu_net"] > 0.9
+    out = capsys.readouterr().out
+    assert out.count("epoch     train_loss  valid_loss  batch_accuracy  time") == 2
+
+
+@pytest.mark.mnist
+def test_mnist_basics_from_a_shell_is_deterministic(mnist_root):
+    cmd = [sys.executable, str(ROOT / "examples" / "mnist_basics.py"), "--linear-epochs", "1", "--net-epochs", "1"]
+    env = {**os.environ, "MINILEARN_DATA": str(mnist_root)}
+    runs = [subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+        assert "\r" not in r.stdout + r.stderr  # no bar redraws into a pipe
+    strip_time = [[line.rsplit(None, 1)[0] for line in r.stdout.splitlines() if line[:1].isdigit()] for r in runs]
+    assert strip_time[0] == strip_time[1] and len(strip_time[0]) == 2
