@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--no-shuffle", action="store_true",
                         help="train on the batches in file order, as fastbook's DataLoader(dset, batch_size=256)")
     parser.add_argument("--root", default=None, help="data folder (default: $MINILEARN_DATA)")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda, cuda:1, ...")
     args = parser.parse_args(argv)
 
     train_x, train_y, valid_x, valid_y = datasets.mnist_3v7(root=args.root)
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     def loaders() -> DataLoaders:
         return DataLoaders.from_tensors(train_x, train_y, valid_x, valid_y, bs=args.bs,
-                                        shuffle=not args.no_shuffle, seed=args.seed)
+                                        shuffle=not args.no_shuffle, seed=args.seed, device=args.device)
 
     torch.manual_seed(args.seed)
     linear_acc = train(nn.Linear(28 * 28, 1), loaders(), args.linear_epochs, 1.0, "Linear model 784 -> 1")
