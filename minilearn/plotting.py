@@ -1,16 +1,26 @@
-"""Figures for plots: matplotlib is imported only when a plot is drawn (import time matters)."""
+"""Figures for plots. Imported only when a plot is drawn, so `import minilearn` stays fast."""
 
 from __future__ import annotations
 
+import io
+
+from matplotlib.figure import Figure
+
+
+class PlotFigure(Figure):
+    """A matplotlib Figure that shows itself in Jupyter as a PNG when it is a cell's value.
+
+    Plain Figures render only after `%matplotlib inline`; this one needs no backend at all.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 4)):
-    """A new matplotlib Figure and its axes, not registered with pyplot.
-
-    Returning the Figure (rather than drawing into pyplot's current one) lets scripts save it
-    and notebooks show it once, as the value of the cell.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
+    """A new Figure and its axes, not registered with pyplot (so it is shown once, as a value)."""
+    fig = PlotFigure(figsize=figsize)
     axes = fig.subplots(nrows, ncols)
     return fig, axes

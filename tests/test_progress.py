@@ -82,3 +82,35 @@ def test_formats():
 
 def test_not_in_notebook_here():
     assert in_notebook() is False
+
+
+def test_in_jupyter_the_table_is_html_and_plots_are_png():
+    """Run a real kernel: the table is one HTML display, no bar text floods the cell, plots render."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import torch\nfrom torch import nn\nfrom minilearn import DataLoaders, Learner, accuracy\n"
+            "x = torch.randn(400, 5); y = (x[:, 0] > 0).long()\n"
+            "dls = DataLoaders.from_tensors(x[:300], y[:300], x[300:], y[300:], bs=32, seed=0)\n"
+            "learn = Learner(dls, nn.Linear(5, 2), nn.CrossEntropyLoss(), lr=0.1, metrics=accuracy)\n"
+            "learn.fit(2)"),
+        nbformat.v4.new_code_cell("learn.recorder.plot_loss()"),
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    fit_out, plot_out = nb.cells[0].outputs, nb.cells[1].outputs
+    html = [o for o in fit_out if "text/html" in o.get("data", {})]
+    assert len(html) == 1 and "<th>accuracy</th>" in html[0]["data"]["text/html"]
+    assert html[0]["data"]["text/html"].count("<tr>") == 2  # updated in place: both epochs, one display
+    assert not [o for o in fit_out if o.output_type == "stream" and "%|" in o.get("text", "")]
+    assert any("image/png" in o.get("data", {}) for o in plot_out)
+
+
+def test_plot_figure_renders_png_without_a_backend():
+    from minilearn.plotting import new_figure
+
+    fig, ax = new_figure()
+    ax.plot([0, 1], [1, 0])
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,11 +2,13 @@
 
 - In a terminal: a tqdm bar over the batches (on stderr), and the table as text lines.
 - In a log file or CI (stdout is not a terminal): one text line per epoch, no bar at all.
-- In Jupyter: the table as HTML, updated in place each epoch, and tqdm.auto's bar.
+- In Jupyter: the table as HTML, updated in place each epoch, and tqdm's notebook bar when
+  ipywidgets is installed (without it, no bar: tqdm's text fallback would flood the cell).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 
@@ -69,10 +71,13 @@ class ProgressCallback(Callback):
     def _bar_wanted(self) -> bool:
         if self.show_bar is not None:
             return self.show_bar
-        return self.notebook or (sys.stdout.isatty() and sys.stderr.isatty())
+        if self.notebook:
+            return importlib.util.find_spec("ipywidgets") is not None
+        return sys.stdout.isatty() and sys.stderr.isatty()
 
     def before_fit(self) -> None:
         self.notebook = in_notebook()
+        self.bar = self._bar_wanted()
         self.names = self.learn.recorder.metric_names
         self.rows: list[list[str]] = []
         self.widths = [max(len(n), 8) for n in self.names]
@@ -84,9 +89,12 @@ class ProgressCallback(Callback):
             print(text_row(self.names, self.widths), flush=True)
 
     def _open_bar(self, desc: str) -> None:
-        if not self._bar_wanted():
+        if not self.bar:
             return
-        from tqdm.auto import tqdm
+        if self.notebook:
+            from tqdm.notebook import tqdm
+        else:
+            from tqdm import tqdm
 
         self.pbar = tqdm(total=len(self.learn.dl), desc=desc, leave=False, dynamic_ncols=True)
         self.last_refresh = time.perf_counter()
