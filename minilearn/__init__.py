@@ -10,18 +10,29 @@ from minilearn.callback import (
 )
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
+from minilearn.callbacks.schedule import (
+    LRFinder, ParamScheduler, SchedCos, SchedExp, SchedLin, SchedNo, SchedPoly, combine_scheds, combined_cos,
+    minimum, slide, steep, valley,
+)
 from minilearn.data import DataLoader, DataLoaders
 from minilearn.learner import Learner
 from minilearn.metrics import (
     AccumMetric, AvgLoss, AvgMetric, AvgSmoothLoss, Metric, StatefulMetric, accuracy, accuracy_multi,
     batch_accuracy, error_rate, mae, mnist_loss, mse,
 )
-from minilearn.optim import SGD, Optimizer
+from minilearn.optim import (
+    SGD, Adam, BaseOptimizer, Lamb, Lookahead, OptimWrapper, Optimizer, RAdam, RMSProp, even_mults, make_opt_func,
+    norm_bias_params, params_for_torch, ranger,
+)
 from minilearn import datasets
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adam", "BaseOptimizer", "LRFinder", "Lamb", "Lookahead", "OptimWrapper", "ParamScheduler", "RAdam",
+    "RMSProp", "SchedCos", "SchedExp", "SchedLin", "SchedNo", "SchedPoly", "combine_scheds", "combined_cos",
+    "even_mults", "make_opt_func", "minimum", "norm_bias_params", "params_for_torch", "ranger", "slide",
+    "steep", "valley",
     "AccumMetric", "AvgLoss", "AvgMetric", "AvgSmoothLoss", "Callback", "CancelBackwardException",
     "CancelBatchException", "CancelEpochException", "CancelFitException", "CancelStepException",
     "CancelTrainException", "CancelValidException", "DataLoader", "DataLoaders", "GatherPredsCallback",

@@ -14,6 +14,8 @@ The loop is the block of methods from `fit` to `_do_one_batch`; the rest is plum
 from __future__ import annotations
 
 import contextlib
+import random
+import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -27,26 +29,35 @@ from minilearn.callback import (
 )
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
+from minilearn.callbacks.schedule import (
+    LRFinder, ParamScheduler, SchedCos, combine_scheds, combined_cos, plot_lr_find, suggest, valley,
+)
 from minilearn.data import DataLoader, to_device
 from minilearn.metrics import as_metric
-from minilearn.optim import SGD
+from minilearn.optim import Adam, OptimWrapper, norm_bias_params
 
 
 class Learner:
     """Trains `model` on `dls` by minimising `loss_func`, with callbacks around every step.
 
-    `opt_func(params, lr=...)` makes the optimiser: one of ours (`SGD`, ...) or anything with
-    the same interface. `splitter(model)` gives the parameter groups (default: one group).
-    `metrics`: functions `f(pred, targ)` or objects with update/compute/reset, shown per epoch.
+    `opt_func(params, lr=...)` makes the optimiser: one of ours (`Adam`, the default as in
+    fastai, `SGD`, ...), a `torch.optim` class, or a function returning a torch optimiser
+    (wrapped in `OptimWrapper` so schedules work on it). `splitter(model)` gives the parameter
+    groups (default: one group). `metrics`: functions `f(pred, targ)` or objects with
+    update/compute/reset, shown per epoch. As fastai: `wd_bn_bias=False` keeps weight decay off
+    norm layers and biases (for our optimisers), `train_bn=True` keeps norm layers training
+    when the rest is frozen.
     """
 
-    def __init__(self, dls, model: nn.Module, loss_func: Callable | None = None, opt_func: Callable = SGD,
+    def __init__(self, dls, model: nn.Module, loss_func: Callable | None = None, opt_func: Callable = Adam,
                  lr: float = 1e-3, splitter: Callable | None = None, cbs=None, metrics=None,
                  path: str | Path = ".", model_dir: str | Path = "models", wd: float | None = None,
-                 default_cbs: bool = True):
+                 moms: tuple[float, float, float] = (0.95, 0.85, 0.95), wd_bn_bias: bool = False,
+                 train_bn: bool = True, default_cbs: bool = True):
         _check_args(dls, model, loss_func, opt_func, lr, splitter)
         self.dls, self.model, self.loss_func, self.opt_func = dls, model, loss_func, opt_func
-        self.lr, self.wd, self.splitter = lr, wd, splitter
+        self.lr, self.wd, self.splitter, self.moms = lr, wd, splitter, moms
+        self.wd_bn_bias, self.train_bn = wd_bn_bias, train_bn
         self.metrics = [as_metric(m) for m in _as_list(metrics)]
         _check_unique([m.name for m in self.metrics], "metrics")
         self.path, self.model_dir = Path(path), Path(model_dir)
@@ -68,6 +79,7 @@ class Learner:
         """Train for `n_epoch` epochs at learning rate `lr` (default: the Learner's `lr`)."""
         if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 0:
             raise ValueError(f"n_epoch: expected an int >= 0, got {n_epoch!r}")
+        _check_lr(lr)
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()                                  # 1. init (the optimiser)
@@ -171,7 +183,153 @@ class Learner:
         """Make the optimiser over the splitter's parameter groups (or all trainable parameters)."""
         params = self.splitter(self.model) if self.splitter is not None else \
             [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = self.opt_func(params, lr=self.lr)
+        if _is_torch_optimizer_class(self.opt_func):
+            self.opt = OptimWrapper(params, opt=self.opt_func, lr=self.lr)
+        else:
+            opt = self.opt_func(params, lr=self.lr)
+            self.opt = OptimWrapper(opt) if isinstance(opt, torch.optim.Optimizer) else opt
+        if not self.wd_bn_bias and not isinstance(self.opt, OptimWrapper):
+            self.opt.exclude_from_wd(norm_bias_params(self.model))
+
+    def freeze_to(self, n: int) -> None:
+        """Train only the parameter groups from `n` on (negative `n` counts from the end)."""
+        if self.opt is None:
+            self.create_opt()
+        keep = norm_bias_params(self.model, with_bias=False) if self.train_bn else ()
+        self.opt.freeze_to(n, keep_trainable=keep)
+        self.opt.clear_state()
+
+    def freeze(self) -> None:
+        """Train only the last parameter group (a pretrained body stays as it is)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Train every parameter group."""
+        self.freeze_to(0)
+
+    # ------------------------------------------------------------------ schedules
+    def _lrs_after_setting(self, lr) -> list[float]:
+        """Set the optimiser's lr (a number, list or slice) and read back one value per group."""
+        _check_lr(lr)
+        if self.opt is None:
+            self.create_opt()
+        self.opt.set_hyper("lr", self.lr if lr is None else lr)
+        lrs = [h["lr"] for h in self.opt.hypers]
+        return lrs if len(lrs) > 1 else lrs[0]
+
+    def fit_one_cycle(self, n_epoch: int, lr_max=None, div: float = 25.0, div_final: float = 1e5,
+                      pct_start: float = 0.25, wd: float | None = None, moms=None, cbs=None,
+                      reset_opt: bool = False) -> None:
+        """fastai's one-cycle policy: lr warms up from lr_max/div to lr_max over `pct_start`, then
+        anneals to lr_max/div_final, both along cosines; momentum moves the opposite way."""
+        if reset_opt:
+            self.opt = None
+        lr_max = self._lrs_after_setting(lr_max)
+        div_lr = _elementwise_div(lr_max, div)
+        scheds = {"lr": combined_cos(pct_start, div_lr, lr_max, _elementwise_div(lr_max, div_final)),
+                  "mom": combined_cos(pct_start, *(self.moms if moms is None else moms))}
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs))
+
+    def fit_flat_cos(self, n_epoch: int, lr=None, div_final: float = 1e5, pct_start: float = 0.75,
+                     wd: float | None = None, cbs=None, reset_opt: bool = False) -> None:
+        """Constant lr for `pct_start` of training, then a cosine down to lr/div_final."""
+        if reset_opt:
+            self.opt = None
+        lr = self._lrs_after_setting(lr)
+        scheds = {"lr": combined_cos(pct_start, lr, lr, _elementwise_div(lr, div_final))}
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs))
+
+    def fit_sgdr(self, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int = 2, wd: float | None = None,
+                 cbs=None, reset_opt: bool = False) -> None:
+        """Warm restarts: `n_cycles` cosines from lr_max to 0, each `cycle_mult` times longer."""
+        if not isinstance(n_cycles, int) or n_cycles < 1 or not isinstance(cycle_len, int) or cycle_len < 1:
+            raise ValueError(f"n_cycles, cycle_len: expected ints >= 1, got {n_cycles!r}, {cycle_len!r}")
+        if reset_opt:
+            self.opt = None
+        lr_max = self._lrs_after_setting(lr_max)
+        lengths = [cycle_len * cycle_mult**i for i in range(n_cycles)]
+        n_epoch = sum(lengths)
+        scheds = {"lr": combine_scheds([n / n_epoch for n in lengths], [SchedCos(lr_max, 0.0) for _ in lengths])}
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs))
+
+    # ------------------------------------------------------------------ lr finder
+    def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
+                show_plot: bool = True, suggest_funcs=(valley,), plot_path: str | Path | None = None):
+        """Train briefly with an exponentially rising lr and suggest one from the loss curve.
+
+        It leaves no trace: the weights, the optimiser (and its state), the Recorder, the random
+        number generators and the loaders' shuffling are restored afterwards, so `lr_find()`
+        followed by `fit()` gives the numbers of `fit()` alone. The curve is kept in
+        `learn.lr_finder` (lrs, losses); `learn.plot_lr_find()` draws it. `show_plot` displays
+        the plot in a notebook; `plot_path` saves it as an image (for scripts and terminals).
+        """
+        finder = LRFinder(start_lr, end_lr, num_it, stop_div)
+        funcs = tuple(suggest_funcs) if isinstance(suggest_funcs, (list, tuple)) else (suggest_funcs,)
+        n_epoch = finder.num_it // len(self.dls.train) + 1
+        saved = self._snapshot()
+        try:
+            with self.removed_cbs([Recorder, ProgressCallback]):
+                self.fit(n_epoch, cbs=finder)
+        finally:
+            self._restore(saved)
+        self.lr_finder = finder
+        if funcs:
+            finder.suggestions, finder.points = suggest(finder.lrs, finder.losses, finder.num_it, funcs)
+        if show_plot or plot_path is not None:
+            fig = self.plot_lr_find()
+            if plot_path is not None:
+                from minilearn.plotting import save_figure
+                save_figure(fig, plot_path)
+            if show_plot and "IPython" in sys.modules:
+                from minilearn.callbacks.progress import in_notebook
+                if in_notebook():
+                    from IPython.display import display
+                    display(fig)
+        return finder.suggestions
+
+    def plot_lr_find(self, skip_end: int = 5):
+        """The last lr_find's loss against learning rate (log axis) with its suggestions; a Figure."""
+        finder = getattr(self, "lr_finder", None)
+        if finder is None:
+            raise RuntimeError("plot_lr_find: run learn.lr_find() first")
+        names = finder.suggestions._fields if finder.suggestions is not None else ()
+        return plot_lr_find(finder.lrs, finder.losses, finder.points, names, skip_end)
+
+    def _snapshot(self) -> dict:
+        """Everything lr_find may change: weights, optimiser, RNGs, loaders' generators, mode."""
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        return {
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            "modes": [m.training for m in self.model.modules()],
+            "opt": self.opt.state_dict() if self.opt is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
+            "py_rng": random.getstate(),
+            "np_rng": sys.modules["numpy"].random.get_state() if "numpy" in sys.modules else None,
+            "dl_rngs": [dl.generator.get_state() if getattr(dl, "generator", None) is not None else None
+                        for dl in self.dls.loaders],
+            "state": {k: getattr(self, k) for k in ("epoch", "n_epoch", "train_iter", "pct_train", "smooth_loss")},
+        }
+
+    def _restore(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        for m, mode in zip(self.model.modules(), saved["modes"]):
+            m.training = mode
+        if saved["opt"] is None:
+            self.opt = None
+        else:
+            self.opt.load_state_dict(saved["opt"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        random.setstate(saved["py_rng"])
+        if saved["np_rng"] is not None:
+            sys.modules["numpy"].random.set_state(saved["np_rng"])
+        for dl, state in zip(self.dls.loaders, saved["dl_rngs"]):
+            if state is not None:
+                dl.generator.set_state(state)
+        for k, v in saved["state"].items():
+            setattr(self, k, v)
 
     # ------------------------------------------------------------------ callbacks
     def add_cb(self, cb: Callback | type) -> Callback:
@@ -309,6 +467,26 @@ def _as_list(x) -> list:
     if isinstance(x, (list, tuple)):
         return list(x)
     return [x]
+
+
+def _is_torch_optimizer_class(f) -> bool:
+    """A torch.optim class, or a functools.partial of one."""
+    f = getattr(f, "func", f)
+    return isinstance(f, type) and issubclass(f, torch.optim.Optimizer)
+
+
+def _elementwise_div(x, d: float):
+    """x / d for a number or a list of numbers (one per parameter group)."""
+    return [v / d for v in x] if isinstance(x, list) else x / d
+
+
+def _check_lr(lr) -> None:
+    """A learning rate: None (the default), a number >= 0, a list (one per group), or a slice."""
+    ok = lr is None or isinstance(lr, slice) or (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr >= 0) or (
+        isinstance(lr, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in lr))
+    if not ok:
+        raise ValueError(f"lr: expected a number >= 0, a list with one per parameter group, or a slice; got {lr!r}")
 
 
 def _note_once(e: BaseException, note: str) -> None:

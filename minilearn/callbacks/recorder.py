@@ -38,6 +38,7 @@ class Recorder(Callback):
         self.history: list[dict] = []
         self.log: dict = {}
         self.last_valid: list | None = None
+        self.hps: dict[str, list] = {}  # per-batch scheduled hyper-parameters, set by ParamScheduler
 
     # -- the names of the table's columns
     @property
@@ -54,6 +55,7 @@ class Recorder(Callback):
     def before_fit(self) -> None:
         self.smoother.reset()
         self._losses, self.lrs, self.iters, self.values, self.history = [], [], [], [], []
+        self.hps = {}
 
     def before_epoch(self) -> None:
         self.start_time = time.perf_counter()
@@ -137,4 +139,20 @@ class Recorder(Callback):
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss")
         ax.legend()
+        return fig
+
+    def plot_sched(self, keys: list[str] | None = None):
+        """The scheduled hyper-parameters (lr, mom, ...) per batch of the last fit; a Figure."""
+        from minilearn.plotting import new_figure
+
+        hps = self.hps if self.hps else {"lr": self.lrs}
+        keys = list(hps) if keys is None else keys
+        missing = [k for k in keys if k not in hps]
+        if missing:
+            raise KeyError(f"keys: no schedule for {missing}; scheduled: {list(hps)}")
+        fig, axes = new_figure(1, len(keys), figsize=(5 * len(keys), 4))
+        for ax, k in zip(axes if len(keys) > 1 else [axes], keys):
+            ax.plot(hps[k])
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(k)
         return fig
