@@ -33,3 +33,17 @@ def test_mnist_basics_from_a_shell_is_deterministic(mnist_root):
         assert "\r" not in r.stdout + r.stderr  # no bar redraws into a pipe
     strip_time = [[line.rsplit(None, 1)[0] for line in r.stdout.splitlines() if line[:1].isdigit()] for r in runs]
     assert strip_time[0] == strip_time[1] and len(strip_time[0]) == 2
+
+
+import mnist_one_cycle  # noqa: E402
+
+
+@pytest.mark.mnist
+def test_mnist_one_cycle_shortened(mnist_root, tmp_path, capsys):
+    plot = tmp_path / "lr_find.png"
+    result = mnist_one_cycle.main(["--epochs", "1", "--root", str(mnist_root), "--plot", str(plot)])
+    assert 1e-5 < result["lr"] < 1e-1
+    assert result["accuracy"] > 0.95
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "lr_find suggests lr" in out and "epoch     train_loss  valid_loss  accuracy  time" in out
