@@ -11,25 +11,31 @@ import re
 
 import torch
 
-# Every event, in the order a fit with training and validation meets them.
-EVENTS = (
-    "after_create",
-    "before_fit", "before_epoch", "before_train",
-    "before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
-    "before_step", "after_step", "after_cancel_batch", "after_batch",
-    "after_cancel_train", "after_train",
-    "before_validate", "after_cancel_validate", "after_validate",
-    "after_cancel_epoch", "after_epoch",
-    "after_cancel_fit", "after_fit",
-    "after_cancel_backward", "after_cancel_step",
+# The shape of a fit, one row per event: (nesting depth, event, phase). Batch events appear twice,
+# for training (phase True) and validation (phase False); an `after_cancel_<x>` runs only when
+# a Cancel<X>Exception was raised in `<x>`, right before `after_<x>`.
+LOOP_LAYOUT = (
+    (0, "before_fit", None),
+    (1, "before_epoch", None),
+    (2, "before_train", None),
+    (3, "before_batch", True), (3, "after_pred", True), (3, "after_loss", True),
+    (3, "before_backward", True), (3, "after_cancel_backward", True), (3, "after_backward", True),
+    (3, "before_step", True), (3, "after_cancel_step", True), (3, "after_step", True),
+    (3, "after_cancel_batch", True), (3, "after_batch", True),
+    (2, "after_cancel_train", None), (2, "after_train", None),
+    (2, "before_validate", None),
+    (3, "before_batch", False), (3, "after_pred", False), (3, "after_loss", False),
+    (3, "after_cancel_batch", False), (3, "after_batch", False),
+    (2, "after_cancel_validate", None), (2, "after_validate", None),
+    (1, "after_cancel_epoch", None), (1, "after_epoch", None),
+    (0, "after_cancel_fit", None), (0, "after_fit", None),
 )
 
+# Every event, in the order a fit meets them; `after_create` runs once, when the Learner is made.
+EVENTS = ("after_create",) + tuple(dict.fromkeys(event for _, event, _ in LOOP_LAYOUT))
+
 # Events inside the batch loop: `run_train` / `run_valid` decide whether a callback sees them.
-BATCH_EVENTS = frozenset({
-    "before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
-    "before_step", "after_step", "after_cancel_batch", "after_batch",
-    "after_cancel_backward", "after_cancel_step",
-})
+BATCH_EVENTS = frozenset(event for depth, event, _ in LOOP_LAYOUT if depth == 3)
 
 
 class CancelBatchException(Exception):
@@ -170,8 +176,9 @@ class GatherPredsCallback(Callback):
 
     def after_batch(self) -> None:
         self.preds.append(self.learn.pred.detach())
-        self.targs.append(self.learn.yb[0].detach())
+        if self.learn.yb:
+            self.targs.append(self.learn.yb[0].detach())
 
     def result(self):
-        """All predictions and targets, concatenated and moved to the CPU (one transfer each)."""
-        return torch.cat(self.preds).cpu(), torch.cat(self.targs).cpu()
+        """All predictions and targets (None for unlabelled data), concatenated, on the CPU."""
+        return torch.cat(self.preds).cpu(), torch.cat(self.targs).cpu() if self.targs else None

@@ -14,6 +14,7 @@ The loop is the block of methods from `fit` to `_do_one_batch`; the rest is plum
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from minilearn.callback import (
-    BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException,
+    BATCH_EVENTS, CANCEL_EXCEPTIONS, LOOP_LAYOUT, Callback, CancelBackwardException, CancelBatchException,
     CancelEpochException, CancelFitException, CancelStepException, CancelTrainException,
     CancelValidException, GatherPredsCallback, TrainEvalCallback,
 )
@@ -62,12 +63,12 @@ class Learner:
         _check_unique([m.name for m in self.metrics], "metrics")
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt = None
-        self.cbs: list[Callback] = []
+        self.cbs: tuple[Callback, ...] = ()  # read-only: change it with add_cb / remove_cb
         self._handlers: dict[str, list] = {}
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter = 0, 1, 0, 0, 0
         self.pct_train, self.training, self.smooth_loss = 0.0, False, None
         self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
-        self.device = None
+        self.device, self.n_inp = None, 1
         if default_cbs:
             self.add_cbs([TrainEvalCallback(), Recorder(), ProgressCallback()])
         self.add_cbs(cbs)
@@ -113,18 +114,18 @@ class Learner:
     def _all_batches(self) -> None:
         self.n_iter = len(self.dl)
         for self.iter, batch in enumerate(self.dl):                # 6. repeat (batches)
-            batch = to_device(batch, self.device)
-            self.xb, self.yb = batch[:1], batch[1:]
+            self.xb, self.yb = self._split(batch)
             self.pred = self.loss = self.loss_grad = None          # nothing stale if a batch is cancelled
             self._with_events(self._do_one_batch, "batch", CancelBatchException)
 
     def _do_one_batch(self) -> None:
         self.pred = self.model(*self.xb)                           # 2. predict
         self("after_pred")
-        self.loss_grad = self.loss_func(self.pred, *self.yb)       # 3. loss
-        self.loss = self.loss_grad.detach()
+        if self.yb:                                                # (unlabelled batches: no loss)
+            self.loss_grad = self.loss_func(self.pred, *self.yb)   # 3. loss
+            self.loss = self.loss_grad.detach()
         self("after_loss")
-        if not self.training:
+        if not self.training or not self.yb:
             return
         self._with_events(self._backward, "backward", CancelBackwardException)
         self._with_events(self._step, "step", CancelStepException)
@@ -154,7 +155,9 @@ class Learner:
                 (cb, getattr(cb, event)) for cb in self.cbs if callable(getattr(cb, event, None))]
         batch_event = event in BATCH_EVENTS
         for cb, method in handlers:
-            if batch_event and not (cb.run_train if self.training else cb.run_valid):
+            # the rule of Callback.runs_at, inlined (this runs ~10 times a batch); skip a callback
+            # that an earlier one removed during this event
+            if (batch_event and not (cb.run_train if self.training else cb.run_valid)) or cb.learn is not self:
                 continue
             try:
                 method()
@@ -171,6 +174,13 @@ class Learner:
             self.model.to(dls_device)
         param = next(self.model.parameters(), None)
         self.device = param.device if param is not None else torch.device(dls_device or "cpu")
+        self.n_inp = getattr(self.dls, "n_inp", 1)
+
+    def _split(self, batch) -> tuple[tuple, tuple]:
+        """The batch on the model's device, as (inputs, targets): the first `n_inp` are inputs."""
+        if not all(isinstance(t, torch.Tensor) and t.device == self.device for t in batch):
+            batch = to_device(batch, self.device)
+        return tuple(batch[:self.n_inp]), tuple(batch[self.n_inp:])
 
     def _end_cleanup(self) -> None:
         """After a fit, normal or not: no half-done gradients, no batch kept alive."""
@@ -333,21 +343,30 @@ class Learner:
 
     # ------------------------------------------------------------------ callbacks
     def add_cb(self, cb: Callback | type) -> Callback:
-        """Add a callback (an instance, or a class to instantiate); reachable as `learn.<cb.name>`."""
+        """Add a callback (an instance, or a class to instantiate); reachable as `learn.<cb.name>`.
+
+        Callbacks run in ascending `order`; ties keep the order they were first added in. Adding
+        one that is already there does nothing.
+        """
         if isinstance(cb, type) and issubclass(cb, Callback):
             cb = cb()
         if not isinstance(cb, Callback):
             raise TypeError(f"cbs: expected Callback instances or classes, got {type(cb).__name__}")
+        if cb in self.cbs:
+            return cb
         existing = getattr(self, cb.name, None)
         if existing is not None and not isinstance(existing, Callback):
             raise ValueError(f"cbs: a callback named {cb.name!r} would hide the Learner's attribute of that name")
+        if getattr(cb, "_added_seq", None) is None:
+            cb._added_seq = next(_ADD_SEQ)
         cb.learn = self
         setattr(self, cb.name, cb)
-        self.cbs = sorted(self.cbs + [cb], key=lambda c: c.order)  # stable: ties keep insertion order
+        self.cbs = tuple(sorted(self.cbs + (cb,), key=lambda c: (c.order, c._added_seq)))
         self._handlers.clear()
         return cb
 
-    def add_cbs(self, cbs) -> None:
+    def add_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None) -> None:
+        """Add each of `cbs` (see `add_cb`)."""
         for cb in _as_list(cbs):
             self.add_cb(cb)
 
@@ -355,29 +374,36 @@ class Learner:
         """Remove a callback, or every callback of a class."""
         targets = [c for c in self.cbs if (isinstance(c, cb) if isinstance(cb, type) else c is cb)]
         for c in targets:
-            self.cbs.remove(c)
+            self.cbs = tuple(x for x in self.cbs if x is not c)
             if getattr(self, c.name, None) is c:
-                delattr(self, c.name)
+                # another callback of the same name takes the attribute back, else it goes
+                others = [x for x in self.cbs if x.name == c.name]
+                if others:
+                    setattr(self, c.name, others[-1])
+                else:
+                    delattr(self, c.name)
             c.learn = None
         self._handlers.clear()
 
-    def remove_cbs(self, cbs) -> None:
+    def remove_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None) -> None:
+        """Remove each of `cbs` (see `remove_cb`)."""
         for cb in _as_list(cbs):
             self.remove_cb(cb)
 
     @contextlib.contextmanager
-    def added_cbs(self, cbs):
+    def added_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None):
         """Callbacks present only inside the `with` block, removed even if it raises."""
         cbs = [cb() if isinstance(cb, type) else cb for cb in _as_list(cbs)]
-        self.add_cbs(cbs)
+        new = [cb for cb in cbs if cb not in self.cbs]  # one already there stays after the block
+        self.add_cbs(new)
         try:
             yield self
         finally:
-            self.remove_cbs(cbs)
+            self.remove_cbs(new)
 
     @contextlib.contextmanager
-    def removed_cbs(self, cbs):
-        """Callbacks absent inside the `with` block, put back afterwards."""
+    def removed_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None):
+        """Callbacks absent inside the `with` block, put back afterwards where they were."""
         cbs = [c for cb in _as_list(cbs) for c in self.cbs if (isinstance(c, cb) if isinstance(cb, type) else c is cb)]
         self.remove_cbs(cbs)
         try:
@@ -399,40 +425,49 @@ class Learner:
                 progress.show_bar = old
 
     def no_logging(self):
-        """Neither table nor bar (the recorder still records)."""
+        """Neither table nor bar (the recorder still records): a context manager."""
         return self.removed_cbs([ProgressCallback])
 
     def show_training_loop(self) -> None:
         """Print the events of a fit, indented by nesting, with the callbacks that run at each."""
-        for depth, event in _LOOP_LAYOUT:
-            names = [type(cb).__name__ for cb in self.cbs if callable(getattr(cb, event, None))]
-            label = f"{'  ' * depth}{event}"
-            print(f"{label:<34}: {', '.join(names)}" if names else label)
+        for depth, event, training in LOOP_LAYOUT:
+            names = [type(cb).__name__ for cb in self.cbs if callable(getattr(cb, event, None))
+                     and cb.runs_at(event, training if training is not None else True)]
+            label = f"{'  ' * depth}{event}" + (" (train)" if training else " (valid)" if training is False else "")
+            print(f"{label:<36}: {', '.join(names)}" if names else label)
 
     # ------------------------------------------------------------------ inference
     def validate(self, dl=None, cbs=None) -> list[float | None]:
-        """Loss and metrics over `dl` (default: the validation loader): `[valid_loss, *metrics]`."""
-        recorder = getattr(self, "recorder", None)
-        if recorder is None:
-            raise RuntimeError("validate needs the Recorder callback (it computes the loss and metrics)")
-        with self.added_cbs(cbs), self.no_logging():
-            self._run_validation(self._valid_dl(dl))
-        return recorder.last_valid
+        """Loss and metrics over `dl` (default: the validation loader): `[valid_loss, *metrics]`.
 
-    def get_preds(self, dl=None, act: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        It runs only the validation events (`before_validate` ... `after_validate`, not the fit's
+        or epoch's), with a Recorder of its own, and leaves the learner as it was, so a callback
+        may call it in the middle of a fit.
+        """
+        with self.removed_cbs([Recorder, ProgressCallback]), self.added_cbs([Recorder(add_time=False)] + _as_list(cbs)):
+            self._run_validation(self._valid_dl(dl))
+            return self.recorder.last_valid
+
+    def get_preds(self, dl=None, act: Callable | None = None, cbs=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and targets over `dl` (default: the validation loader), on the CPU."""
         gather = GatherPredsCallback()
-        with self.added_cbs([gather]), self.no_logging():
+        with self.removed_cbs([Recorder, ProgressCallback]), self.added_cbs([gather] + _as_list(cbs)):
             self._run_validation(self._valid_dl(dl))
         preds, targs = gather.result()
         return (act(preds) if act is not None else preds), targs
 
     def _run_validation(self, dl) -> None:
-        self._to_device()
+        """One validation pass over `dl`; the training state (mode, batch, counters) is put back."""
+        saved = {k: getattr(self, k) for k in _PASS_STATE}
+        modes = [m.training for m in self.model.modules()]
         try:
+            self._to_device()
             self._do_validate(dl)
         finally:
-            self._end_cleanup()
+            for k, v in saved.items():
+                setattr(self, k, v)
+            for m, mode in zip(self.model.modules(), modes):
+                m.training = mode
 
     def _valid_dl(self, dl):
         if dl is None:
@@ -449,17 +484,11 @@ class Learner:
         return f"Learner(model={type(self.model).__name__}, opt={self.opt!r}, cbs={self.cbs})"
 
 
-# The nesting of the events, for show_training_loop.
-_LOOP_LAYOUT = [
-    (0, "before_fit"), (1, "before_epoch"), (2, "before_train"), (3, "before_batch"), (3, "after_pred"),
-    (3, "after_loss"), (3, "before_backward"), (3, "after_cancel_backward"), (3, "after_backward"),
-    (3, "before_step"), (3, "after_cancel_step"), (3, "after_step"), (3, "after_cancel_batch"),
-    (3, "after_batch"), (2, "after_cancel_train"), (2, "after_train"), (2, "before_validate"),
-    (3, "before_batch"), (3, "after_pred"), (3, "after_loss"), (3, "after_cancel_batch"), (3, "after_batch"),
-    (2, "after_cancel_validate"), (2, "after_validate"), (1, "after_cancel_epoch"), (1, "after_epoch"),
-    (0, "after_cancel_fit"), (0, "after_fit"),
-]
+# What a validation pass changes and puts back (it may run in the middle of a fit).
+_PASS_STATE = ("training", "dl", "iter", "n_iter", "xb", "yb", "pred", "loss", "loss_grad", "device", "n_inp")
 
+# Numbers callbacks as they are first added: ties in `order` keep this order.
+_ADD_SEQ = itertools.count()
 
 def _as_list(x) -> list:
     if x is None:

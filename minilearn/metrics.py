@@ -101,7 +101,8 @@ class AvgMetric(Metric):
 
     def accumulate(self, learn) -> None:
         bs = _batch_size(learn.yb)
-        self.total = self.total + self.func(learn.pred, *learn.yb).detach() * bs
+        value = torch.as_tensor(self.func(learn.pred, *learn.yb)).detach()
+        self.total = self.total + value.float() * bs  # float32 sums: fp16 would overflow
         self.count += bs
 
     @property
@@ -124,7 +125,8 @@ class AvgLoss(Metric):
 
     def accumulate(self, learn) -> None:
         bs = _batch_size(learn.yb)
-        self.total = self.total + learn.loss.mean() * bs
+        loss = learn.loss if learn.loss.ndim == 0 else learn.loss.mean()
+        self.total = self.total + loss.float() * bs  # float32 sums: fp16 would overflow
         self.count += bs
 
     @property
@@ -149,12 +151,12 @@ class AvgSmoothLoss(Metric):
         self.reset()
 
     def reset(self) -> None:
-        self.count, self.val = 0, torch.tensor(0.0)
+        self.count, self.val = 0, None
 
     def accumulate(self, learn) -> None:
+        loss = (learn.loss if learn.loss.ndim == 0 else learn.loss.mean()).float()
+        self.val = loss * (1 - self.beta) if self.val is None else torch.lerp(loss, self.val, self.beta)
         self.count += 1
-        loss = learn.loss.mean().float()
-        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
 
     @property
     def value(self):
@@ -252,12 +254,15 @@ def as_metric(m) -> Metric:
         f"update/compute/reset, got {type(m).__name__}")
 
 
-def to_float(v) -> float | None:
+def to_float(v, name: str = "metric") -> float | None:
     """A metric value as a Python float (one host sync), or None when there is no value."""
     if v is None:
         return None
     if isinstance(v, Tensor):
         if v.numel() != 1:
-            raise ValueError(f"a metric must give one number, got a tensor of shape {tuple(v.shape)}")
+            raise ValueError(f"{name}: a metric must give one number, got a tensor of shape {tuple(v.shape)}")
         return v.detach().float().item()
-    return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: a metric must give one number, got {type(v).__name__}") from e

@@ -470,3 +470,178 @@ def test_cuda_model_gets_cuda_batches_from_cpu_loaders():
     assert next(learn.model.parameters()).is_cuda
     preds, _ = learn.get_preds()
     assert preds.device.type == "cpu"
+
+
+def test_cancel_backward_on_one_batch_epoch_changes_nothing():
+    learn = regression_learner(n=16, n_valid=16, bs=16)  # one training batch
+    before = [p.clone() for p in learn.model.parameters()]
+    with learn.no_logging():
+        learn.fit(1, cbs=RaiseAt(CancelBackwardException(), "before_backward"))
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+
+
+def test_callback_added_between_fits_runs():
+    learn = small_learner()
+    with learn.no_logging():
+        learn.fit(1)
+        log = learn.add_cb(LogEvents())
+        learn.fit(1)
+    assert log.events.count("after_step") == 2
+    learn.remove_cb(log)
+    with learn.no_logging():
+        learn.fit(1)
+    assert log.events.count("after_step") == 2
+
+
+def test_callback_removed_by_another_during_an_event_does_not_run():
+    ran = []
+
+    class Victim(Callback):
+        order = 5
+
+        def before_fit(self):
+            ran.append("victim")
+
+    class Remover(Callback):
+        def before_fit(self):
+            self.learn.remove_cb(Victim)
+
+    learn = small_learner()
+    learn.add_cbs([Remover(), Victim()])
+    with learn.no_logging():
+        learn.fit(0)
+    assert ran == []
+
+
+def test_no_per_batch_host_sync(monkeypatch):
+    """With the bar off, the loop never asks the device for a value per batch."""
+    learn = regression_learner(n=320, n_valid=32, bs=16, metrics=[])  # 20 training batches an epoch
+    calls = []
+    for name in ("item", "tolist", "cpu", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _orig=original, _name=name, **k):
+            calls.append(_name)
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    with learn.no_bar():
+        learn.fit(2)
+    monkeypatch.undo()
+    assert len(learn.recorder.losses) == 40
+    assert len(calls) <= 4 * 2, calls  # a few per epoch (the table's numbers), none per batch
+
+
+def test_validate_called_by_a_callback_mid_fit_leaves_the_fit_alone():
+    x, y, vx, vy = class_data()
+    other = DataLoaders.from_tensors(vx, vy, bs=16).train
+    seen = []
+
+    class Peek(Callback):
+        def after_batch(self):
+            if self.training and self.iter == 0:
+                seen.append(self.learn.validate(dl=other))
+
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 3))
+    learn = Learner(dls, model, nn.CrossEntropyLoss(), lr=0.1, metrics=accuracy)
+    torch.manual_seed(0)
+    ref_model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 3))
+    ref = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0), ref_model, nn.CrossEntropyLoss(),
+                  lr=0.1, metrics=accuracy)
+    torch.manual_seed(1)
+    with learn.no_logging():
+        learn.fit(2, cbs=Peek())
+    torch.manual_seed(1)
+    with ref.no_logging():
+        ref.fit(2)
+    assert len(seen) == 2 and all(len(v) == 2 for v in seen)
+    assert learn.recorder.values == ref.recorder.values  # same losses, same validation numbers
+    assert len(learn.recorder.losses) == len(ref.recorder.losses)
+    for a, b in zip(learn.model.parameters(), ref.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_removed_cbs_puts_callbacks_back_in_place():
+    class Late(Callback):
+        order = 60
+
+    learn = small_learner()
+    learn.add_cb(Late())
+    order = [type(c).__name__ for c in learn.cbs]
+    assert order == ["TrainEvalCallback", "Recorder", "ProgressCallback", "Late"]
+    learn.validate()
+    learn.get_preds()
+    with learn.no_logging():
+        pass
+    assert [type(c).__name__ for c in learn.cbs] == order
+
+
+def test_passing_an_existing_or_same_named_callback_to_fit():
+    from minilearn import Recorder
+
+    learn = small_learner()
+    own = learn.recorder
+    with learn.no_logging():
+        learn.fit(1, cbs=own)             # already there: stays after the fit
+        assert learn.recorder is own and own in learn.cbs
+        extra = Recorder()
+        learn.fit(1, cbs=extra)           # a second Recorder for one fit
+        assert learn.recorder is own       # the attribute goes back to the one that stays
+        learn.fit(1)
+    assert len(own.values) == 1 and len(extra.values) == 1
+
+
+def test_cbs_is_read_only():
+    learn = small_learner()
+    with pytest.raises(AttributeError):
+        learn.cbs.append(Callback())
+
+
+def test_two_inputs_with_n_inp():
+    class TwoIn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 1), nn.Linear(2, 1)
+
+        def forward(self, x1, x2):
+            return self.a(x1) + self.b(x2)
+
+    g = torch.Generator().manual_seed(0)
+    x1, x2, y = torch.randn(40, 3, generator=g), torch.randn(40, 2, generator=g), torch.randn(40, 1, generator=g)
+    from minilearn import DataLoader
+
+    dls = DataLoaders(DataLoader((x1, x2, y), bs=8, shuffle=True, seed=0), DataLoader((x1, x2, y), bs=8))
+    dls.n_inp = 2
+    learn = Learner(dls, TwoIn(), nn.MSELoss())
+    with learn.no_logging():
+        learn.fit(1)
+    assert learn.recorder.values[0][1] is not None
+    preds, targs = learn.get_preds()
+    assert preds.shape == (40, 1) and torch.equal(targs, y)
+
+
+def test_unlabelled_batches_give_predictions_without_loss():
+    x = torch.randn(20, 3)
+    from minilearn import DataLoader
+
+    learn = small_learner()
+    preds, targs = learn.get_preds(dl=DataLoader(x, bs=8))
+    with torch.no_grad():
+        assert torch.allclose(preds, learn.model(x))
+    assert targs is None
+
+
+def test_show_training_loop_respects_run_valid():
+    learn = small_learner()
+    import io
+    import contextlib
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        learn.show_training_loop()
+    lines = out.getvalue().splitlines()
+    valid_after_batch = next(l for l in lines if l.strip().startswith("after_batch (valid)"))
+    train_after_batch = next(l for l in lines if l.strip().startswith("after_batch (train)"))
+    assert "TrainEvalCallback" in train_after_batch and "TrainEvalCallback" not in valid_after_batch

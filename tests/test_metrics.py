@@ -156,3 +156,61 @@ def test_torchmetrics_metric_if_installed():
     _, acc, tm_acc = learn.validate()
     assert learn.metrics[1].name == "multiclass_accuracy"
     assert tm_acc == pytest.approx(acc, abs=1e-6)
+
+
+def test_validation_numbers_exact_in_every_epoch():
+    """Each epoch's valid_loss and metrics start from zero (a missing reset would mix epochs)."""
+    x, y, vx, vy = class_data(n=90, n_valid=45)
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=7, seed=0)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    snapshots = []
+
+    from minilearn import Callback
+
+    class Snap(Callback):
+        def before_validate(self):
+            with torch.no_grad():
+                out = self.model(vx)
+            snapshots.append((nn.functional.cross_entropy(out, vy).item(), accuracy(out, vy).item()))
+
+    learn = Learner(dls, model, nn.CrossEntropyLoss(), lr=0.05, metrics=[accuracy, CountingMetric()])
+    with learn.no_logging():
+        learn.fit(3, cbs=Snap())
+    for (loss, acc), row in zip(snapshots, learn.recorder.values):
+        assert row[1] == pytest.approx(loss, abs=1e-6)
+        assert row[2] == pytest.approx(acc, abs=1e-7) and row[3] == pytest.approx(acc, abs=1e-7)
+
+
+def test_half_precision_losses_and_metrics_sum_in_float32():
+    class FakeLearn:
+        pass
+
+    from minilearn import AvgLoss
+
+    fake, avg, metric = FakeLearn(), AvgLoss(), AvgMetric(lambda p, t: p.mean())
+    for _ in range(10):
+        fake.loss = torch.tensor(6000.0, dtype=torch.float16)
+        fake.pred, fake.yb = torch.full((64, 1), 6000.0, dtype=torch.float16), (torch.zeros(64),)
+        avg.accumulate(fake)
+        metric.accumulate(fake)
+    assert avg.value.item() == pytest.approx(6000.0) and metric.value.item() == pytest.approx(6000.0)
+
+
+def test_metric_returning_a_python_float_and_a_bad_metric():
+    x, y, vx, vy = class_data()
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=16)
+
+    def as_float(pred, targ):
+        return float((pred.argmax(-1) == targ).float().mean())
+
+    def per_class(pred, targ):
+        return pred.mean(0)
+
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), metrics=[accuracy, as_float])
+    _, acc, acc_f = learn.validate()
+    assert acc_f == pytest.approx(acc, abs=1e-6)
+    learn = Learner(dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), metrics=[per_class])
+    with pytest.raises(ValueError, match="per_class"):
+        learn.validate()

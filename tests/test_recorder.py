@@ -85,3 +85,38 @@ def test_plot_loss_returns_a_figure(tmp_path):
     assert labels == ["train", "valid"]
     fig.savefig(tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_iters_match_history_when_an_epoch_is_cancelled():
+    from minilearn import Callback, CancelEpochException
+
+    class SkipSecondEpoch(Callback):
+        order = 0
+
+        def before_train(self):
+            if self.epoch == 1:
+                raise CancelEpochException()
+
+    learn = fitted(0)
+    with learn.no_logging():
+        learn.fit(3, cbs=SkipSecondEpoch())
+    rec = learn.recorder
+    n = len(learn.dls.train)
+    assert len(rec.iters) == len(rec.history) == 3
+    assert rec.iters == [n, n, 2 * n]
+
+
+def test_cancel_in_before_epoch_from_an_early_callback():
+    from minilearn import Callback, CancelEpochException
+
+    class SkipFirst(Callback):
+        order = -20
+
+        def before_epoch(self):
+            if self.epoch == 0:
+                raise CancelEpochException()
+
+    learn = fitted(0)
+    with learn.no_logging():
+        learn.fit(2, cbs=SkipFirst())
+    assert len(learn.recorder.history) == 2

@@ -76,6 +76,7 @@ class ProgressCallback(Callback):
         return sys.stdout.isatty() and sys.stderr.isatty()
 
     def before_fit(self) -> None:
+        self._close_bar()  # one left open by an exception in an earlier fit
         self.notebook = in_notebook()
         self.bar = self._bar_wanted()
         self.names = self.learn.recorder.metric_names
@@ -89,6 +90,7 @@ class ProgressCallback(Callback):
             print(text_row(self.names, self.widths), flush=True)
 
     def _open_bar(self, desc: str) -> None:
+        self._close_bar()
         if not self.bar:
             return
         if self.notebook:

@@ -31,7 +31,8 @@ class Recorder(Callback):
         self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
         self.smoother = AvgSmoothLoss(beta)
         self.valid_loss = AvgLoss()
-        self._losses: list = []
+        self._losses: list[float] = []  # floats, flushed from `_pending` once per epoch
+        self._pending: list = []        # this epoch's smoothed losses, still on the device
         self.lrs: list[float] = []
         self.iters: list[int] = []
         self.values: list[list] = []
@@ -54,8 +55,8 @@ class Recorder(Callback):
     # -- events
     def before_fit(self) -> None:
         self.smoother.reset()
-        self._losses, self.lrs, self.iters, self.values, self.history = [], [], [], [], []
-        self.hps = {}
+        self._losses, self._pending, self.lrs, self.iters, self.values, self.history = [], [], [], [], [], []
+        self.hps, self.log, self.start_time = {}, {}, time.perf_counter()
 
     def before_epoch(self) -> None:
         self.start_time = time.perf_counter()
@@ -80,7 +81,7 @@ class Recorder(Callback):
             self.smoother.accumulate(learn)
             smooth = self.smoother.value
             learn.smooth_loss = smooth
-            self._losses.append(smooth)
+            self._pending.append(smooth)
             self.lrs.append(learn.opt.hypers[-1]["lr"])
             if self.train_metrics:
                 for m in learn.metrics:
@@ -91,14 +92,15 @@ class Recorder(Callback):
                 m.accumulate(learn)
 
     def after_train(self) -> None:
-        self.iters.append(len(self._losses))
-        self.log["train_loss"] = to_float(self.smoother.value)
+        self._flush()  # one host sync per epoch, not per batch
+        self.log["train_loss"] = to_float(self.smoother.value, "train_loss")
         if self.train_metrics:
             for m in self.learn.metrics:
-                self.log[f"train_{m.name}"] = to_float(m.value)
+                self.log[f"train_{m.name}"] = to_float(m.value, m.name)
 
     def after_validate(self) -> None:
-        self.last_valid = [to_float(self.valid_loss.value)] + [to_float(m.value) for m in self.learn.metrics]
+        self.last_valid = [to_float(self.valid_loss.value, "valid_loss")] + \
+            [to_float(m.value, m.name) for m in self.learn.metrics]
         if self.log:
             self.log["valid_loss"] = self.last_valid[0]
             if self.valid_metrics:
@@ -106,16 +108,24 @@ class Recorder(Callback):
                     self.log[m.name] = v
 
     def after_epoch(self) -> None:
+        self._flush()
+        self.iters.append(len(self._losses))
         if self.add_time:
             self.log["time"] = time.perf_counter() - self.start_time
         self.values.append([v for k, v in self.log.items() if k not in ("epoch", "time")])
         self.history.append(dict(self.log))
 
     # -- reading the numbers back
+    def _flush(self) -> None:
+        if self._pending:
+            self._losses.extend(torch.stack(self._pending).tolist())
+            self._pending = []
+
     @property
     def losses(self) -> list[float]:
         """The smoothed training loss after each training batch, as floats."""
-        return torch.stack(self._losses).tolist() if self._losses else []
+        self._flush()
+        return list(self._losses)
 
     def column(self, name: str) -> list:
         """One column of the per-epoch history, by name (e.g. `'accuracy'`, `'valid_loss'`)."""
