@@ -99,10 +99,13 @@ class AvgMetric(Metric):
     def reset(self) -> None:
         self.total, self.count = 0.0, 0
 
+    def batch_value(self, learn) -> Tensor:
+        """This batch's value of the metric (a mean over its items)."""
+        return torch.as_tensor(self.func(learn.pred, *learn.yb)).detach()
+
     def accumulate(self, learn) -> None:
         bs = _batch_size(learn.yb)
-        value = torch.as_tensor(self.func(learn.pred, *learn.yb)).detach()
-        self.total = self.total + value.float() * bs  # float32 sums: fp16 would overflow
+        self.total = self.total + self.batch_value(learn).float() * bs  # float32 sums: fp16 would overflow
         self.count += bs
 
     @property
@@ -114,24 +117,14 @@ class AvgMetric(Metric):
         return getattr(self.func, "__name__", type(self.func).__name__)
 
 
-class AvgLoss(Metric):
+class AvgLoss(AvgMetric):
     """Mean of the loss over all items, each batch weighted by its size (the valid_loss column)."""
 
     def __init__(self):
         self.reset()
 
-    def reset(self) -> None:
-        self.total, self.count = 0.0, 0
-
-    def accumulate(self, learn) -> None:
-        bs = _batch_size(learn.yb)
-        loss = learn.loss if learn.loss.ndim == 0 else learn.loss.mean()
-        self.total = self.total + loss.float() * bs  # float32 sums: fp16 would overflow
-        self.count += bs
-
-    @property
-    def value(self):
-        return self.total / self.count if self.count else None
+    def batch_value(self, learn) -> Tensor:
+        return learn.loss if learn.loss.ndim == 0 else learn.loss.mean()
 
     @property
     def name(self) -> str:

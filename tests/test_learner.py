@@ -645,3 +645,11 @@ def test_show_training_loop_respects_run_valid():
     valid_after_batch = next(l for l in lines if l.strip().startswith("after_batch (valid)"))
     train_after_batch = next(l for l in lines if l.strip().startswith("after_batch (train)"))
     assert "TrainEvalCallback" in train_after_batch and "TrainEvalCallback" not in valid_after_batch
+
+
+def test_validate_fires_only_the_validation_events():
+    learn = small_learner()
+    log = LogEvents()
+    learn.validate(cbs=log)
+    assert log.events == ["before_validate"] + VALID_BATCH + ["after_validate"]
+    assert log.learn is None and log not in learn.cbs
