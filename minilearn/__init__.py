@@ -14,6 +14,7 @@ from minilearn.callbacks.schedule import (
     LRFinder, ParamScheduler, SchedCos, SchedExp, SchedLin, SchedNo, SchedPoly, combine_scheds, combined_cos,
     minimum, slide, steep, valley,
 )
+from minilearn.callbacks.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
 from minilearn.data import DataLoader, DataLoaders
 from minilearn.learner import Learner
 from minilearn.metrics import (
@@ -29,6 +30,7 @@ from minilearn import datasets
 __version__ = "0.1.0"
 
 __all__ = [
+    "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback",
     "Adam", "BaseOptimizer", "LRFinder", "Lamb", "Lookahead", "OptimWrapper", "ParamScheduler", "RAdam",
     "RMSProp", "SchedCos", "SchedExp", "SchedLin", "SchedNo", "SchedPoly", "combine_scheds", "combined_cos",
     "even_mults", "make_opt_func", "minimum", "norm_bias_params", "params_for_torch", "ranger", "slide",

@@ -30,10 +30,12 @@ from minilearn.callback import (
 )
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
+from minilearn.callbacks.tracker import TrackerCallback
 from minilearn.callbacks.schedule import (
     LRFinder, ParamScheduler, SchedCos, combine_scheds, combined_cos, plot_lr_find, suggest, valley,
 )
 from minilearn.data import DataLoader, to_device
+from minilearn.files import load_checkpoint, save_checkpoint
 from minilearn.metrics import as_metric
 from minilearn.optim import Adam, OptimWrapper, norm_bias_params
 
@@ -278,7 +280,8 @@ class Learner:
         n_epoch = finder.num_it // len(self.dls.train) + 1
         saved = self._snapshot()
         try:
-            with self.removed_cbs([Recorder, ProgressCallback]):
+            # the table, the history and early stopping / best-model saving sit this one out
+            with self.removed_cbs([Recorder, ProgressCallback, TrackerCallback]):
                 self.fit(n_epoch, cbs=finder)
         finally:
             self._restore(saved)
@@ -307,17 +310,12 @@ class Learner:
 
     def _snapshot(self) -> dict:
         """Everything lr_find may change: weights, optimiser, RNGs, loaders' generators, mode."""
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        np_rng = sys.modules["numpy"].random.get_state() if "numpy" in sys.modules else None
         return {
             "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
             "modes": [m.training for m in self.model.modules()],
             "opt": self.opt.state_dict() if self.opt is not None else None,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
-            "py_rng": random.getstate(),
-            "np_rng": sys.modules["numpy"].random.get_state() if "numpy" in sys.modules else None,
-            "dl_rngs": [dl.generator.get_state() if getattr(dl, "generator", None) is not None else None
-                        for dl in self.dls.loaders],
+            "rng": self.rng_state(), "np_rng": np_rng,
             "state": {k: getattr(self, k) for k in ("epoch", "n_epoch", "train_iter", "pct_train", "smooth_loss")},
         }
 
@@ -329,17 +327,72 @@ class Learner:
             self.opt = None
         else:
             self.opt.load_state_dict(saved["opt"])
-        torch.set_rng_state(saved["torch_rng"])
-        if saved["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        random.setstate(saved["py_rng"])
+        self.set_rng_state(saved["rng"])
         if saved["np_rng"] is not None:
             sys.modules["numpy"].random.set_state(saved["np_rng"])
-        for dl, state in zip(self.dls.loaders, saved["dl_rngs"]):
-            if state is not None:
-                dl.generator.set_state(state)
         for k, v in saved["state"].items():
             setattr(self, k, v)
+
+    def rng_state(self) -> dict:
+        """The random number generators: torch's (CPU and CUDA), Python's, and each loader's."""
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if cuda else [],
+            "python": random.getstate(),
+            "loaders": [dl.generator.get_state() if getattr(dl, "generator", None) is not None else None
+                        for dl in self.dls.loaders],
+        }
+
+    def set_rng_state(self, state: dict) -> None:
+        """Put back what `rng_state()` returned."""
+        torch.set_rng_state(state["torch"])
+        if state["cuda"]:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        random.setstate(state["python"])
+        for dl, s in zip(self.dls.loaders, state["loaders"]):
+            if s is not None:
+                dl.generator.set_state(s)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name: str | Path, with_opt: bool = True) -> Path:
+        """Save the weights, optimiser state, epoch and RNG states to `path/model_dir/<name>.pth`.
+
+        The write is atomic: a crash or kill in the middle leaves the previous file as it was.
+        """
+        state = {"model": self.model.state_dict(), "epoch": self.epoch, "rng": self.rng_state()}
+        if with_opt and self.opt is not None:
+            state["opt"] = self.opt.state_dict()
+        return save_checkpoint(state, self.checkpoint_path(name))
+
+    def load(self, name: str | Path, with_opt: bool = True, with_rng: bool = False, device=None,
+             strict: bool = True) -> "Learner":
+        """Load what `save` wrote (checked in full before anything changes); returns the Learner.
+
+        Only tensors and plain data are unpickled (`weights_only=True`). `with_rng` also puts
+        back the random number generators and the epoch, to resume a run exactly.
+        """
+        path = self.checkpoint_path(name)
+        ckpt = load_checkpoint(path, map_location=device if device is not None else "cpu")
+        saved = ckpt.get("model")
+        if not isinstance(saved, dict):
+            raise ValueError(f"checkpoint {path}: no model weights in it")
+        _check_weights_fit(self.model, saved, strict, path)
+        if with_opt and "opt" in ckpt:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(ckpt["opt"])  # checks its own structure before changing anything
+        self.model.load_state_dict(saved, strict=strict)
+        if with_rng and "rng" in ckpt:
+            self.set_rng_state(ckpt["rng"])
+            self.epoch = ckpt.get("epoch", self.epoch)
+        return self
+
+    def checkpoint_path(self, name: str | Path) -> Path:
+        """Where `save(name)` writes: `path/model_dir/<name>.pth` (an absolute name is kept)."""
+        name = Path(name)
+        name = name if name.suffix else name.with_suffix(".pth")
+        return name if name.is_absolute() else self.path / self.model_dir / name
 
     # ------------------------------------------------------------------ callbacks
     def add_cb(self, cb: Callback | type) -> Callback:
@@ -496,6 +549,19 @@ def _as_list(x) -> list:
     if isinstance(x, (list, tuple)):
         return list(x)
     return [x]
+
+
+def _check_weights_fit(model: nn.Module, saved: dict, strict: bool, path: Path) -> None:
+    """Raise before loading if `saved` does not fit `model` (load_state_dict would half-load)."""
+    current = model.state_dict()
+    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
+    if strict and (missing or unexpected):
+        raise ValueError(f"checkpoint {path}: its weights do not fit the model "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    bad = [f"{k}: saved {tuple(v.shape)}, model {tuple(current[k].shape)}"
+           for k, v in saved.items() if k in current and tuple(v.shape) != tuple(current[k].shape)]
+    if bad:
+        raise ValueError(f"checkpoint {path}: shapes differ from the model's ({'; '.join(bad[:5])})")
 
 
 def _is_torch_optimizer_class(f) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from minilearn.files import atomic_write
 
 
 class PlotFigure(Figure):
@@ -32,13 +32,5 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6
 def save_figure(fig: Figure, path: str | Path, **kwargs) -> Path:
     """Save `fig` to `path` atomically: a crash never leaves a half-written image behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    fmt = path.suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))

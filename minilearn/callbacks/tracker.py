@@ -1,0 +1,121 @@
+"""Callbacks that watch a metric across epochs: early stopping and saving the best model.
+
+Semantics are fastai's: the monitored value is compared after each epoch with `comp` (lower is
+better for names containing 'loss' or 'error', higher otherwise), and counts as a new best
+only when it beats the best by more than `min_delta`. The monitor is found by name.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Callable
+
+from minilearn.callback import Callback, CancelFitException
+
+
+class TrackerCallback(Callback):
+    """Tracks the best value of `monitor` over epochs; `new_best` tells whether this epoch beat it."""
+
+    order = 60
+
+    def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
+                 reset_on_fit: bool = True):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor: expected a column name such as 'valid_loss', got {monitor!r}")
+        if comp is None:
+            comp = operator.lt if ("loss" in monitor or "error" in monitor) else operator.gt
+        if not callable(comp):
+            raise TypeError(f"comp: expected a comparison such as operator.lt, got {comp!r}")
+        self.monitor, self.comp, self.reset_on_fit = monitor, comp, reset_on_fit
+        # fastai's rule: for lower-is-better, a new value must be below best - min_delta
+        self.min_delta = -min_delta if comp in (operator.lt, operator.le) else min_delta
+        self.best: float | None = None
+        self.new_best = False
+
+    def before_fit(self) -> None:
+        recorder = getattr(self.learn, "recorder", None)
+        names = recorder.metric_names[1:] if recorder is not None else []
+        if self.monitor not in names or self.monitor == "time":
+            raise ValueError(f"monitor: no column {self.monitor!r} to track; the columns are "
+                             f"{[n for n in names if n != 'time']}")
+        if self.reset_on_fit or self.best is None:
+            self.best = math.inf if self.comp(0, 1) else -math.inf
+
+    def after_epoch(self) -> None:
+        value = self.learn.recorder.log.get(self.monitor)
+        self.new_best = value is not None and bool(self.comp(value - self.min_delta, self.best))
+        if self.new_best:
+            self.best = value
+
+
+class EarlyStoppingCallback(TrackerCallback):
+    """Stops training when `monitor` has not improved for `patience` epochs."""
+
+    order = TrackerCallback.order + 3
+
+    def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
+                 patience: int = 1, reset_on_fit: bool = True):
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
+        self.patience = patience
+        self.stopped_epoch: int | None = None
+
+    def before_fit(self) -> None:
+        self.wait, self.stopped_epoch = 0, None
+        super().before_fit()
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        if self.new_best:
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = self.learn.epoch
+            print(f"No improvement since epoch {self.learn.epoch - self.wait}: early stopping", flush=True)
+            raise CancelFitException()
+
+
+class SaveModelCallback(TrackerCallback):
+    """Saves the model when `monitor` improves (or every epoch), and loads the best at the end.
+
+    `fname` goes under `learn.path/learn.model_dir`; with `every_epoch` the files are
+    `<fname>_<epoch>.pth` and nothing is loaded at the end; `at_end` saves once, after the fit.
+    `saved_epochs` lists the epochs it saved at. Writes are atomic (see `Learner.save`).
+    """
+
+    order = TrackerCallback.order + 1
+
+    def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
+                 fname: str = "model", every_epoch: bool | int = False, at_end: bool = False,
+                 with_opt: bool = False, reset_on_fit: bool = True):
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
+        self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every_epoch, at_end, with_opt
+        self.last_saved_path = None
+        self.saved_epochs: list[int] = []
+
+    def before_fit(self) -> None:
+        self.saved_epochs = []
+        super().before_fit()
+
+    def _save(self, name: str) -> None:
+        self.last_saved_path = self.learn.save(name, with_opt=self.with_opt)
+        self.saved_epochs.append(self.learn.epoch)
+
+    def after_epoch(self) -> None:
+        if self.every_epoch:
+            if self.learn.epoch % int(self.every_epoch) == 0:
+                self._save(f"{self.fname}_{self.learn.epoch}")
+            return
+        super().after_epoch()
+        if self.new_best:
+            print(f"Better model found at epoch {self.learn.epoch} with {self.monitor} value: {self.best}.", flush=True)
+            self._save(self.fname)
+
+    def after_fit(self) -> None:
+        if self.at_end:
+            self._save(self.fname)
+        elif not self.every_epoch and self.last_saved_path is not None:
+            self.learn.load(self.fname, with_opt=self.with_opt)
