@@ -42,3 +42,19 @@ def mnist_root() -> Path:
     if _in_ci():
         pytest.fail(f"{why}; under CI the real-MNIST tests must run, so point MINILEARN_DATA at the MNIST data")
     pytest.skip(f"{why}; set MINILEARN_DATA to a folder holding MNIST/raw/ to run the real-MNIST tests")
+
+
+@pytest.fixture(scope="session")
+def fastai():
+    """fastai's Learner module, for the side-by-side tests (`pip install -e .[compare]`).
+
+    Skipped locally when fastai is missing; under CI, where the parity tests must run, it fails.
+    """
+    try:
+        from minilearn.compare import import_fastai
+
+        return import_fastai()
+    except ImportError as e:
+        if _in_ci():
+            pytest.fail(f"fastai is not installed ({e}); CI installs the compare extra to run the parity tests")
+        pytest.skip(f"fastai is not installed ({e}); pip install -e '.[compare]' to run the parity tests")

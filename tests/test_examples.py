@@ -47,3 +47,15 @@ def test_mnist_one_cycle_shortened(mnist_root, tmp_path, capsys):
     assert plot.read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
     assert "lr_find suggests lr" in out and "epoch     train_loss  valid_loss  accuracy  time" in out
+
+
+import compare_fastai  # noqa: E402
+
+
+@pytest.mark.mnist
+def test_compare_fastai_shortened(mnist_root, fastai, capsys):
+    diffs = compare_fastai.main(["--linear-epochs", "2", "--net-epochs", "2", "--root", str(mnist_root)])
+    for name in ("linear", "relu_net"):
+        assert max(v for k, v in diffs[name].items() if "per batch" not in k) < 1e-5
+    out = capsys.readouterr().out
+    assert out.count("largest difference:") == 2 and "batch_accuracy (fastai)" in out
