@@ -333,3 +333,18 @@ def test_difference_cancelled_batches_are_not_recorded(fastai):
     n = len(ml.dls.train)
     assert len(ml.recorder.losses) == (n + 1) // 2 and len(fa.recorder.losses) == n
     assert ml.recorder.values[0][1:] == pytest.approx([float(v) for v in fa.recorder.values[0][1:]], abs=TOL)
+
+
+def test_difference_save_model_without_any_save(fastai, tmp_path):
+    """With a monitor that never improves (NaN), fastai still tries to load the best model at the end."""
+    import fastai.callback.tracker as ft
+
+    def cbs(framework):
+        mod = minilearn if framework == "minilearn" else ft
+        return mod.SaveModelCallback(monitor="scripted", fname="best")
+
+    (ml, ml_cb), (fa, fa_cb) = scripted_learners([float("nan")] * 3, tmp_path, fastai, cbs)
+    ml.fit(2, lr=0.1, cbs=ml_cb)
+    assert ml_cb.saved_epochs == [] and len(ml.recorder.values) == 2
+    with pytest.raises(FileNotFoundError):
+        fa.fit(2, lr=0.1, cbs=fa_cb)
