@@ -599,7 +599,8 @@ def _check_unique(names: Iterable[str], arg: str) -> None:
     seen = set()
     for n in names:
         if n in seen:
-            raise ValueError(f"{arg}: two metrics are named {n!r}; metrics are looked up by name, give one a `name`")
+            raise ValueError(f"{arg}: two metrics are named {n!r}; metrics are looked up by name, so name one: "
+                             f"AvgMetric(f) takes its function's __name__, StatefulMetric(m, name=...) any name")
         seen.add(n)
 
 
