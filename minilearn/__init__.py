@@ -14,7 +14,12 @@ from minilearn.callbacks.schedule import (
     LRFinder, ParamScheduler, SchedCos, SchedExp, SchedLin, SchedNo, SchedPoly, combine_scheds, combined_cos,
     minimum, slide, steep, valley,
 )
-from minilearn.callbacks.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
+from minilearn.callbacks.logger import CSVLogger
+from minilearn.callbacks.tracker import (
+    EarlyStoppingCallback, ReduceLROnPlateau, SaveModelCallback, TerminateOnNaNCallback, TrackerCallback,
+)
+from minilearn.callbacks.training import GradientAccumulation, GradientClip, MixedPrecision
+from minilearn.export import InferenceLearner, load_learner
 from minilearn.data import DataLoader, DataLoaders
 from minilearn.learner import Learner
 from minilearn.metrics import (
@@ -30,7 +35,9 @@ from minilearn import datasets
 __version__ = "0.1.0"
 
 __all__ = [
-    "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback",
+    "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
+    "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "InferenceLearner",
+    "load_learner",
     "Adam", "BaseOptimizer", "LRFinder", "Lamb", "Lookahead", "OptimWrapper", "ParamScheduler", "RAdam",
     "RMSProp", "SchedCos", "SchedExp", "SchedLin", "SchedNo", "SchedPoly", "combine_scheds", "combined_cos",
     "even_mults", "make_opt_func", "minimum", "norm_bias_params", "params_for_torch", "ranger", "slide",

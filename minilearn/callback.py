@@ -149,8 +149,10 @@ class TrainEvalCallback(Callback):
     run_valid = False
 
     def before_fit(self) -> None:
-        self.learn.train_iter = 0
-        self.learn.pct_train = 0.0
+        # a resumed fit (start_epoch > 0) counts the skipped epochs as done
+        start = self.learn.start_epoch
+        self.learn.train_iter = start * len(self.learn.dls.train)
+        self.learn.pct_train = start / max(self.learn.n_epoch, 1)
 
     def before_train(self) -> None:
         self.learn.pct_train = self.learn.epoch / max(self.learn.n_epoch, 1)

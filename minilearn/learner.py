@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import random
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -35,6 +36,7 @@ from minilearn.callbacks.schedule import (
     LRFinder, ParamScheduler, SchedCos, combine_scheds, combined_cos, plot_lr_find, suggest, valley,
 )
 from minilearn.data import DataLoader, to_device
+from minilearn.export import export_model, predict
 from minilearn.files import load_checkpoint, save_checkpoint
 from minilearn.metrics import as_metric
 from minilearn.optim import Adam, OptimWrapper, norm_bias_params
@@ -70,7 +72,7 @@ class Learner:
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter = 0, 1, 0, 0, 0
         self.pct_train, self.training, self.smooth_loss = 0.0, False, None
         self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
-        self.device, self.n_inp = None, 1
+        self.device, self.n_inp, self.start_epoch = None, 1, 0
         if default_cbs:
             self.add_cbs([TrainEvalCallback(), Recorder(), ProgressCallback()])
         self.add_cbs(cbs)
@@ -78,10 +80,16 @@ class Learner:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, n_epoch: int, lr: float | None = None, wd: float | None = None, cbs=None,
-            reset_opt: bool = False) -> None:
-        """Train for `n_epoch` epochs at learning rate `lr` (default: the Learner's `lr`)."""
+            reset_opt: bool = False, start_epoch: int = 0) -> None:
+        """Train for `n_epoch` epochs at learning rate `lr` (default: the Learner's `lr`).
+
+        `start_epoch=k` resumes a run at epoch k (after `load(..., with_rng=True)`): epochs
+        before k are skipped, and schedules continue where they were.
+        """
         if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 0:
             raise ValueError(f"n_epoch: expected an int >= 0, got {n_epoch!r}")
+        if not isinstance(start_epoch, int) or not 0 <= start_epoch <= n_epoch:
+            raise ValueError(f"start_epoch: expected an int from 0 to n_epoch ({n_epoch}), got {start_epoch!r}")
         _check_lr(lr)
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
@@ -90,7 +98,7 @@ class Learner:
             if wd is not None:
                 self.opt.set_hypers(wd=wd)
             self.opt.set_hypers(lr=self.lr if lr is None else lr)
-            self.n_epoch = n_epoch
+            self.n_epoch, self.start_epoch = n_epoch, start_epoch
             self._to_device()
             try:
                 self._with_events(self._do_fit, "fit", CancelFitException)
@@ -98,7 +106,7 @@ class Learner:
                 self._end_cleanup()
 
     def _do_fit(self) -> None:
-        for self.epoch in range(self.n_epoch):                     # 6. repeat (epochs)
+        for self.epoch in range(self.start_epoch, self.n_epoch):   # 6. repeat (epochs)
             self._with_events(self._do_epoch, "epoch", CancelEpochException)
         # 7. stop: the epochs ran out, or a CancelFitException ended `_with_events` above.
 
@@ -118,7 +126,11 @@ class Learner:
         for self.iter, batch in enumerate(self.dl):                # 6. repeat (batches)
             self.xb, self.yb = self._split(batch)
             self.pred = self.loss = self.loss_grad = None          # nothing stale if a batch is cancelled
-            self._with_events(self._do_one_batch, "batch", CancelBatchException)
+            try:
+                self._with_events(self._do_one_batch, "batch", CancelBatchException)
+            except BaseException as e:
+                _note_once(e, self._where())
+                raise
 
     def _do_one_batch(self) -> None:
         self.pred = self.model(*self.xb)                           # 2. predict
@@ -184,11 +196,30 @@ class Learner:
             batch = to_device(batch, self.device)
         return tuple(batch[:self.n_inp]), tuple(batch[self.n_inp:])
 
+    def _where(self) -> str:
+        """Where in the loop an error arose, with what the model was given (for its note)."""
+        def describe(ts):
+            return ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')} on {t.device}"
+                             if isinstance(t, torch.Tensor) else type(t).__name__ for t in ts) or "nothing"
+        param = next(self.model.parameters(), None)
+        model = f"{str(param.dtype).replace('torch.', '')} on {param.device}" if param is not None else "no parameters"
+        phase = "training" if self.training else "validation"
+        return (f"minilearn: raised at epoch {self.epoch}, {phase} batch {self.iter}; inputs: {describe(self.xb)}; "
+                f"targets: {describe(self.yb)}; model parameters: {model}")
+
     def _end_cleanup(self) -> None:
-        """After a fit, normal or not: no half-done gradients, no batch kept alive."""
+        """After a fit, normal or not: no half-done gradients, no batch kept alive, and each
+        callback's `cleanup_fit` (for what must be released even when a fit raised)."""
         if self.opt is not None:
             self.opt.zero_grad()
         self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
+        for cb in self.cbs:
+            cleanup = getattr(cb, "cleanup_fit", None)
+            if callable(cleanup):
+                try:
+                    cleanup()
+                except Exception as e:  # never hide the error that ended the fit
+                    warnings.warn(f"{type(cb).__name__}.cleanup_fit raised {e!r}", RuntimeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ optimiser
     def create_opt(self) -> None:
@@ -231,7 +262,7 @@ class Learner:
 
     def fit_one_cycle(self, n_epoch: int, lr_max=None, div: float = 25.0, div_final: float = 1e5,
                       pct_start: float = 0.25, wd: float | None = None, moms=None, cbs=None,
-                      reset_opt: bool = False) -> None:
+                      reset_opt: bool = False, start_epoch: int = 0) -> None:
         """fastai's one-cycle policy: lr warms up from lr_max/div to lr_max over `pct_start`, then
         anneals to lr_max/div_final, both along cosines; momentum moves the opposite way."""
         if reset_opt:
@@ -240,19 +271,19 @@ class Learner:
         div_lr = _elementwise_div(lr_max, div)
         scheds = {"lr": combined_cos(pct_start, div_lr, lr_max, _elementwise_div(lr_max, div_final)),
                   "mom": combined_cos(pct_start, *(self.moms if moms is None else moms))}
-        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs))
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs), start_epoch=start_epoch)
 
     def fit_flat_cos(self, n_epoch: int, lr=None, div_final: float = 1e5, pct_start: float = 0.75,
-                     wd: float | None = None, cbs=None, reset_opt: bool = False) -> None:
+                     wd: float | None = None, cbs=None, reset_opt: bool = False, start_epoch: int = 0) -> None:
         """Constant lr for `pct_start` of training, then a cosine down to lr/div_final."""
         if reset_opt:
             self.opt = None
         lr = self._lrs_after_setting(lr)
         scheds = {"lr": combined_cos(pct_start, lr, lr, _elementwise_div(lr, div_final))}
-        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs))
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs), start_epoch=start_epoch)
 
     def fit_sgdr(self, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int = 2, wd: float | None = None,
-                 cbs=None, reset_opt: bool = False) -> None:
+                 cbs=None, reset_opt: bool = False, start_epoch: int = 0) -> None:
         """Warm restarts: `n_cycles` cosines from lr_max to 0, each `cycle_mult` times longer."""
         if not isinstance(n_cycles, int) or n_cycles < 1 or not isinstance(cycle_len, int) or cycle_len < 1:
             raise ValueError(f"n_cycles, cycle_len: expected ints >= 1, got {n_cycles!r}, {cycle_len!r}")
@@ -262,7 +293,7 @@ class Learner:
         lengths = [cycle_len * cycle_mult**i for i in range(n_cycles)]
         n_epoch = sum(lengths)
         scheds = {"lr": combine_scheds([n / n_epoch for n in lengths], [SchedCos(lr_max, 0.0) for _ in lengths])}
-        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs))
+        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs), start_epoch=start_epoch)
 
     # ------------------------------------------------------------------ lr finder
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
@@ -387,6 +418,24 @@ class Learner:
             self.set_rng_state(ckpt["rng"])
             self.epoch = ckpt.get("epoch", self.epoch)
         return self
+
+    def export(self, fname: str | Path = "export.pth") -> Path:
+        """Write the model for inference to `path/fname` in a file that cannot run code when loaded.
+
+        `minilearn.load_learner(fname)` reads it back (see `minilearn.export` for the format).
+        """
+        fname = Path(fname)
+        return export_model(self.model, fname if fname.is_absolute() else self.path / fname,
+                            item_ndim=self._item_ndim(), n_inp=self.n_inp)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output for one item (no batch dimension) or a batch, on the CPU."""
+        self._to_device()
+        return predict(self.model, x, self._item_ndim(), self.device)
+
+    def _item_ndim(self) -> int:
+        xb = self.dls.train.one_batch()[0]
+        return xb.ndim - 1
 
     def checkpoint_path(self, name: str | Path) -> Path:
         """Where `save(name)` writes: `path/model_dir/<name>.pth` (an absolute name is kept)."""

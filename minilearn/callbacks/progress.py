@@ -141,3 +141,6 @@ class ProgressCallback(Callback):
 
     def after_fit(self) -> None:
         self._close_bar()
+
+    def cleanup_fit(self) -> None:
+        self._close_bar()  # also when the fit raised

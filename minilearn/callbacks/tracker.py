@@ -11,6 +11,8 @@ import math
 import operator
 from typing import Callable
 
+import torch
+
 from minilearn.callback import Callback, CancelFitException
 
 
@@ -119,3 +121,59 @@ class SaveModelCallback(TrackerCallback):
             self._save(self.fname)
         elif not self.every_epoch and self.last_saved_path is not None:
             self.learn.load(self.fname, with_opt=self.with_opt)
+
+
+class ReduceLROnPlateau(TrackerCallback):
+    """Divides the learning rate by `factor` when `monitor` has not improved for `patience` epochs."""
+
+    order = TrackerCallback.order + 2
+
+    def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
+                 patience: int = 1, factor: float = 10.0, min_lr: float = 0.0, reset_on_fit: bool = True):
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
+        if factor <= 1:
+            raise ValueError(f"factor: expected a number > 1 (the lr is divided by it), got {factor!r}")
+        self.patience, self.factor, self.min_lr = patience, factor, min_lr
+
+    def before_fit(self) -> None:
+        self.wait = 0
+        super().before_fit()
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        if self.new_best:
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            opt = self.learn.opt
+            old = opt.hypers[-1]["lr"]
+            opt.set_hyper("lr", [max(h["lr"] / self.factor, self.min_lr) for h in opt.hypers])
+            self.wait = 0
+            if opt.hypers[-1]["lr"] < old:
+                print(f"Epoch {self.learn.epoch}: reducing lr to {opt.hypers[-1]['lr']}", flush=True)
+
+
+class TerminateOnNaNCallback(Callback):
+    """Stops training at the first training batch whose loss is NaN or infinite, saying where.
+
+    It checks right after the loss, so the bad batch takes no step and the weights stay finite
+    (fastai checks after the step). It reads the loss on the host every batch (one
+    synchronisation per batch), so it is not on by default. `stopped_at` is (epoch, batch).
+    """
+
+    order = -9
+    run_valid = False
+
+    def before_fit(self) -> None:
+        self.stopped_at = None
+
+    def after_loss(self) -> None:
+        loss = self.learn.loss
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            self.stopped_at = (self.learn.epoch, self.learn.iter)
+            print(f"Loss is {float(loss.float().mean())} at epoch {self.learn.epoch}, batch {self.learn.iter}: "
+                  f"training stopped", flush=True)
+            raise CancelFitException()

@@ -1,0 +1,131 @@
+"""Callbacks that change how a training step is made: clipping, accumulation, mixed precision."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from minilearn.callback import Callback, CancelBatchException, CancelStepException
+
+
+def _batch_size(yb: tuple) -> int:
+    return len(yb[0]) if yb else 1
+
+
+class MixedPrecision(Callback):
+    """Runs the forward pass and loss under `torch.autocast`, in bf16 on the CPU or fp16 on CUDA.
+
+    With fp16 the loss is scaled for the backward pass by a `torch.amp.GradScaler`, which
+    unscales the gradients before the step and skips a step whose gradients overflowed (as
+    fastai's MixedPrecision). `dtype` overrides the choice (torch.bfloat16 or torch.float16).
+    Predictions are turned back to float32 before the loss and the metrics see them.
+    """
+
+    order = 10
+    run_valid = True
+
+    def __init__(self, dtype: torch.dtype | None = None):
+        if dtype not in (None, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype: expected None, torch.float16 or torch.bfloat16, got {dtype}")
+        self.dtype = dtype
+        self.autocast = None
+        self.scaler = None
+        self._entered = False
+
+    def before_fit(self) -> None:
+        device_type = self.learn.device.type if self.learn.device is not None else "cpu"
+        dtype = self.dtype or (torch.float16 if device_type == "cuda" else torch.bfloat16)
+        self.autocast = torch.autocast(device_type, dtype=dtype)
+        self.scaler = torch.amp.GradScaler(device_type, enabled=(dtype == torch.float16 and device_type == "cuda"))
+
+    def before_batch(self) -> None:
+        self.autocast.__enter__()
+        self._entered = True
+
+    def after_pred(self) -> None:
+        if self.learn.pred.is_floating_point() and self.learn.pred.dtype != torch.float32:
+            self.learn.pred = self.learn.pred.float()
+
+    def after_loss(self) -> None:
+        self._exit()
+
+    def before_backward(self) -> None:
+        if self.scaler.is_enabled():
+            self.learn.loss_grad = self.scaler.scale(self.learn.loss_grad)
+
+    def before_step(self) -> None:
+        if not self.scaler.is_enabled():
+            return
+        # the scaler unscales the gradients and "steps" this callback, standing in for the
+        # optimiser, unless a gradient is inf/NaN; the learner's own step then runs or is skipped
+        self.skipped = True
+        self.scaler.step(self)
+        if self.skipped:
+            raise CancelStepException()
+
+    def after_step(self) -> None:
+        if self.scaler.is_enabled():
+            self.scaler.update()  # after a skipped step too: that is when the scale comes down
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """The optimiser's groups, for the GradScaler (which unscales their gradients)."""
+        return self.learn.opt.param_groups
+
+    def step(self, *args, **kwargs) -> None:
+        """Called by the GradScaler when the gradients are finite."""
+        self.skipped = False
+
+    def after_batch(self) -> None:
+        self._exit()  # a batch cancelled before its loss
+
+    def cleanup_fit(self) -> None:
+        self._exit()  # a fit that raised: never leave autocast switched on
+
+    def _exit(self) -> None:
+        if self._entered:
+            self.autocast.__exit__(None, None, None)
+            self._entered = False
+
+
+class GradientClip(Callback):
+    """Clips the gradients' total norm to `max_norm` before each step."""
+
+    order = MixedPrecision.order + 1  # after the gradients are unscaled
+
+    def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0):
+        if max_norm <= 0:
+            raise ValueError(f"max_norm: expected a number > 0, got {max_norm}")
+        self.max_norm, self.norm_type = max_norm, norm_type
+
+    def before_step(self) -> None:
+        nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm, self.norm_type)
+
+
+class GradientAccumulation(Callback):
+    """Accumulates gradients over `n_acc` samples before each step (fastai's: counted in samples).
+
+    The loss is divided so that the accumulated gradient is the mean over those samples; batches
+    that do not complete `n_acc` end before the step (and before zero_grad).
+    """
+
+    order = MixedPrecision.order - 4
+    run_valid = False
+
+    def __init__(self, n_acc: int = 32):
+        if not isinstance(n_acc, int) or n_acc < 1:
+            raise ValueError(f"n_acc: expected an int >= 1 (a number of samples), got {n_acc!r}")
+        self.n_acc = n_acc
+        self.count = 0
+
+    def before_fit(self) -> None:
+        self.count = 0
+
+    def after_loss(self) -> None:
+        self.learn.loss_grad = self.learn.loss_grad * (_batch_size(self.learn.yb) / self.n_acc)
+
+    def before_step(self) -> None:
+        self.count += _batch_size(self.learn.yb)
+        if self.count < self.n_acc:
+            raise CancelBatchException()  # keep the gradients: no step, no zero_grad
+        self.count = 0

@@ -1,0 +1,139 @@
+"""Exporting a trained model for inference, in a file that cannot run code when it is loaded.
+
+The format (`learn.export(fname)`) is a `torch.save` of plain data, loaded back with
+`torch.load(weights_only=True)`:
+
+    {"format": "minilearn-export", "version": 1,
+     "state_dict": {name: tensor, ...},          # the weights
+     "architecture": [...] or None,              # see below
+     "item_ndim": int,                           # dimensions of one input item (to tell items from batches)
+     "n_inp": int}
+
+`architecture` describes an `nn.Sequential` of standard layers (Linear, ReLU, Sigmoid, Tanh,
+LeakyReLU, Softmax, LogSoftmax, Dropout, Flatten, Identity, BatchNorm1d, nested Sequentials)
+as a list of `{"type": name, "args": {...}}`, from which `load_learner` rebuilds it. For any
+other model `architecture` is None and `load_learner(fname, model=MyModel(...))` loads the
+weights into a model made by your own code: the file itself never supplies code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minilearn.files import load_checkpoint, save_checkpoint
+
+FORMAT, VERSION = "minilearn-export", 1
+
+# layer type -> the constructor arguments read back from an instance
+_LAYERS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "Linear": (nn.Linear, ("in_features", "out_features")),
+    "ReLU": (nn.ReLU, ()),
+    "Sigmoid": (nn.Sigmoid, ()),
+    "Tanh": (nn.Tanh, ()),
+    "LeakyReLU": (nn.LeakyReLU, ("negative_slope",)),
+    "Softmax": (nn.Softmax, ("dim",)),
+    "LogSoftmax": (nn.LogSoftmax, ("dim",)),
+    "Dropout": (nn.Dropout, ("p",)),
+    "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
+    "Identity": (nn.Identity, ()),
+    "BatchNorm1d": (nn.BatchNorm1d, ("num_features", "eps", "momentum", "affine", "track_running_stats")),
+}
+
+
+def describe(model: nn.Module) -> list | None:
+    """The architecture of an nn.Sequential of standard layers as plain data, else None."""
+    if type(model) is not nn.Sequential:
+        return None
+    layers = []
+    for layer in model:
+        kind = type(layer).__name__
+        if type(layer) is nn.Sequential:
+            inner = describe(layer)
+            if inner is None:
+                return None
+            layers.append({"type": "Sequential", "args": {"layers": inner}})
+        elif kind in _LAYERS and type(layer) is _LAYERS[kind][0]:
+            args = {a: getattr(layer, a) for a in _LAYERS[kind][1]}
+            if kind == "Linear":
+                args["bias"] = layer.bias is not None
+            layers.append({"type": kind, "args": args})
+        else:
+            return None
+    return layers
+
+
+def build(architecture: list) -> nn.Sequential:
+    """Rebuild the nn.Sequential that `describe` described (only known layer types)."""
+    layers = []
+    for spec in architecture:
+        kind, args = spec["type"], dict(spec["args"])
+        if kind == "Sequential":
+            layers.append(build(args["layers"]))
+        elif kind in _LAYERS:
+            layers.append(_LAYERS[kind][0](**args))
+        else:
+            raise ValueError(f"architecture: unknown layer type {kind!r}")
+    return nn.Sequential(*layers)
+
+
+def export_model(model: nn.Module, path: str | Path, item_ndim: int, n_inp: int = 1) -> Path:
+    """Write the export file for `model` (atomically)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_checkpoint({"format": FORMAT, "version": VERSION, "state_dict": state,
+                            "architecture": describe(model), "item_ndim": item_ndim, "n_inp": n_inp}, path)
+
+
+class InferenceLearner:
+    """What `load_learner` gives: a model in eval mode and `predict` / `get_preds` for new data."""
+
+    def __init__(self, model: nn.Module, item_ndim: int, device=None):
+        self.model, self.item_ndim = model.eval(), item_ndim
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.model.to(self.device)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output for one item (no batch dimension) or a batch of items, on the CPU."""
+        return predict(self.model, x, self.item_ndim, self.device)
+
+
+def predict(model: nn.Module, x: torch.Tensor, item_ndim: int, device) -> torch.Tensor:
+    """Run `model` in eval mode without gradients on one item or a batch; the model's mode is kept."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a tensor, got {type(x).__name__}")
+    single = x.ndim == item_ndim
+    if not single and x.ndim != item_ndim + 1:
+        raise ValueError(f"x: expected one item with {item_ndim} dimension(s) or a batch with {item_ndim + 1}, "
+                         f"got shape {tuple(x.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.unsqueeze(0).to(device) if single else x.to(device))
+    finally:
+        model.train(was_training)
+    out = out.cpu()
+    return out[0] if single else out
+
+
+def load_learner(fname: str | Path, model: nn.Module | None = None, device=None) -> InferenceLearner:
+    """Load what `Learner.export` wrote, for inference; `model` supplies the architecture if needed."""
+    ckpt = load_checkpoint(fname)
+    if ckpt.get("format") != FORMAT:
+        raise ValueError(f"fname: {fname} is not a minilearn export file (use Learner.load for checkpoints)")
+    if model is None:
+        if ckpt.get("architecture") is None:
+            raise ValueError(f"model: {fname} holds the weights of a model that is not a plain nn.Sequential "
+                             f"of standard layers; pass model=YourModel(...) to load them into")
+        model = build(ckpt["architecture"])
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    current = model.state_dict()
+    saved = ckpt["state_dict"]
+    bad = sorted(set(current) ^ set(saved)) + [k for k in saved if k in current and saved[k].shape != current[k].shape]
+    if bad:
+        raise ValueError(f"model: its weights do not match the export file's ({bad[:5]})")
+    model.load_state_dict(saved)
+    return InferenceLearner(model, ckpt["item_ndim"], device)
