@@ -348,3 +348,36 @@ def test_difference_save_model_without_any_save(fastai, tmp_path):
     assert ml_cb.saved_epochs == [] and len(ml.recorder.values) == 2
     with pytest.raises(FileNotFoundError):
         fa.fit(2, lr=0.1, cbs=fa_cb)
+
+
+def test_difference_terminate_on_nan_before_the_step(fastai):
+    from fastai.callback.tracker import TerminateOnNaNCallback as FastaiNaN
+
+    x, y, vx, vy = class_data()
+    x = x.clone()
+    x[20] = float("nan")  # in batch 1 (bs 16, unshuffled)
+    torch.manual_seed(0)
+    ml, fa = make_learners(lambda: DataLoaders.from_tensors(x, y, vx, vy, bs=16, shuffle=False), nn.Linear(4, 3),
+                           nn.CrossEntropyLoss(), opt="sgd")
+    ml.fit(1, lr=0.1, cbs=minilearn.TerminateOnNaNCallback())
+    fa.fit(1, lr=0.1, cbs=FastaiNaN())
+    assert all(torch.isfinite(p).all() for p in ml.model.parameters())
+    assert not all(torch.isfinite(p).all() for p in fa.model.parameters())
+
+
+def test_difference_export_holds_no_code(fastai, tmp_path):
+    import pickle
+
+    from fastai.data.core import Datasets
+    from fastai.data.transforms import ItemGetter
+
+    ml, _ = small_pair(tmp_path)
+    x, y, vx, vy = class_data()
+    items = list(zip(torch.cat([x, vx]), torch.cat([y, vy])))
+    dsets = Datasets(items, [[ItemGetter(0)], [ItemGetter(1)]], splits=[list(range(len(x))), list(range(len(x), len(items)))])
+    fa = fastai.Learner(dsets.dataloaders(bs=16), nn.Linear(4, 3), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
+    ours = ml.export("ours.pth")
+    fa.export("theirs.pkl")
+    assert torch.load(ours, weights_only=True)["format"] == "minilearn-export"   # plain data
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "theirs.pkl", weights_only=True)  # fastai pickles the whole Learner
