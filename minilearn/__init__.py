@@ -14,6 +14,10 @@ from minilearn.callbacks.schedule import (
     LRFinder, ParamScheduler, SchedCos, SchedExp, SchedLin, SchedNo, SchedPoly, combine_scheds, combined_cos,
     minimum, slide, steep, valley,
 )
+from minilearn.callbacks.distributed import (
+    DistributedDL, DistributedTrainer, distrib_barrier, distrib_ctx, is_rank0, num_distrib, rank_distrib, setup_distrib,
+    teardown_distrib,
+)
 from minilearn.callbacks.logger import CSVLogger
 from minilearn.callbacks.tracker import (
     EarlyStoppingCallback, ReduceLROnPlateau, SaveModelCallback, TerminateOnNaNCallback, TrackerCallback,
@@ -37,7 +41,8 @@ __version__ = "0.1.0"
 __all__ = [
     "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
     "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "InferenceLearner",
-    "load_learner",
+    "load_learner", "DistributedDL", "DistributedTrainer", "distrib_barrier", "distrib_ctx", "is_rank0",
+    "num_distrib", "rank_distrib", "setup_distrib", "teardown_distrib",
     "Adam", "BaseOptimizer", "LRFinder", "Lamb", "Lookahead", "OptimWrapper", "ParamScheduler", "RAdam",
     "RMSProp", "SchedCos", "SchedExp", "SchedLin", "SchedNo", "SchedPoly", "combine_scheds", "combined_cos",
     "even_mults", "make_opt_func", "minimum", "norm_bias_params", "params_for_torch", "ranger", "slide",

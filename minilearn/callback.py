@@ -80,6 +80,14 @@ LEARNER_STATE = frozenset({
 })
 
 
+def add_note(e: BaseException, note: str) -> None:
+    """`e.add_note(note)`, also on Python 3.10 (where the traceback does not print notes)."""
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    else:
+        e.__notes__ = [*getattr(e, "__notes__", []), note]
+
+
 def snake_case(name: str) -> str:
     """`EarlyStoppingCallback` -> `early_stopping_callback` (fastai's camel2snake)."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)

@@ -329,6 +329,36 @@ class DataLoader:
             b = _as_tuple(b)
             yield b if device is None else _move(b, device, _non_blocking(device))
 
+    # -- by index, for splitting a loader's batches across processes (minilearn.callbacks.distributed)
+    @property
+    def torch_loader(self) -> TorchDataLoader | None:
+        """The wrapped torch DataLoader, or None when minilearn batches the data itself."""
+        return self._loader
+
+    def epoch_order(self) -> torch.Tensor:
+        """One pass's item order, drawn as `iter(self)` draws it: a permutation from `generator`
+        when shuffling (advancing it, as an epoch does), else 0..n-1. Batch k is the k-th run of
+        `bs` indices; `len(self)` batches, so `drop_last` leaves the remainder out."""
+        if self._loader is not None:
+            raise TypeError("epoch_order: a wrapped torch DataLoader's own sampler decides its order")
+        if self.shuffle:
+            return torch.randperm(self.n, generator=self.generator)
+        return torch.arange(self.n)
+
+    def fetch(self, idx: torch.Tensor) -> tuple:
+        """The batch of the items at indices `idx` (a 1-d int64 tensor), as a tuple on `device`."""
+        if self._loader is not None:
+            raise TypeError("fetch: a wrapped torch DataLoader fetches its own batches")
+        device = self._device
+        if self._tensors is not None:
+            data_device = self._tensors[0].device
+            b = tuple([t[idx.to(data_device)] for t in self._tensors])
+            move = device is not None and device != data_device
+        else:
+            b = _as_tuple(self._collate([self.dataset[j] for j in idx.tolist()]))
+            move = device is not None
+        return _move(b, device, _non_blocking(device)) if move else b
+
     def one_batch(self) -> tuple:
         """The first batch of a fresh epoch, leaving the shuffling generator where it was.
 

@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from minilearn.callback import (
-    BATCH_EVENTS, CANCEL_EXCEPTIONS, LOOP_LAYOUT, Callback, CancelBackwardException, CancelBatchException,
+    BATCH_EVENTS, CANCEL_EXCEPTIONS, LOOP_LAYOUT, Callback, add_note, CancelBackwardException, CancelBatchException,
     CancelEpochException, CancelFitException, CancelStepException, CancelTrainException,
     CancelValidException, GatherPredsCallback, TrainEvalCallback,
 )
+from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx, is_rank0
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
 from minilearn.callbacks.tracker import TrackerCallback
@@ -321,7 +322,7 @@ class Learner:
             finder.suggestions, finder.points = suggest(finder.lrs, finder.losses, finder.num_it, funcs)
         if show_plot or plot_path is not None:
             fig = self.plot_lr_find()
-            if plot_path is not None:
+            if plot_path is not None and is_rank0():
                 from minilearn.plotting import save_figure
                 save_figure(fig, plot_path)
             if show_plot and "IPython" in sys.modules:
@@ -391,10 +392,13 @@ class Learner:
 
         The write is atomic: a crash or kill in the middle leaves the previous file as it was.
         """
+        path = self.checkpoint_path(name)
+        if not is_rank0():  # under torch.distributed only rank 0 writes (every rank holds the same weights)
+            return path
         state = {"model": self.model.state_dict(), "epoch": self.epoch, "rng": self.rng_state()}
         if with_opt and self.opt is not None:
             state["opt"] = self.opt.state_dict()
-        return save_checkpoint(state, self.checkpoint_path(name))
+        return save_checkpoint(state, path)
 
     def load(self, name: str | Path, with_opt: bool = True, with_rng: bool = False, device=None,
              strict: bool = True) -> "Learner":
@@ -425,8 +429,10 @@ class Learner:
         `minilearn.load_learner(fname)` reads it back (see `minilearn.export` for the format).
         """
         fname = Path(fname)
-        return export_model(self.model, fname if fname.is_absolute() else self.path / fname,
-                            item_ndim=self._item_ndim(), n_inp=self.n_inp)
+        path = fname if fname.is_absolute() else self.path / fname
+        if not is_rank0():
+            return path
+        return export_model(self.model, path, item_ndim=self._item_ndim(), n_inp=self.n_inp)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for one item (no batch dimension) or a batch, on the CPU."""
@@ -436,6 +442,15 @@ class Learner:
     def _item_ndim(self) -> int:
         xb = self.dls.train.one_batch()[0]
         return xb.ndim - 1
+
+    # ------------------------------------------------------------------ several processes
+    def distrib_ctx(self, sync_loss: bool = True, backend: str | None = None, timeout=DEFAULT_TIMEOUT,
+                    **ddp_kwargs):
+        """A context manager: inside it, train on every process torchrun started, with DDP.
+
+        Run as a single process it changes nothing. See `minilearn.callbacks.distributed`.
+        """
+        return distrib_ctx(self, sync_loss=sync_loss, backend=backend, timeout=timeout, **ddp_kwargs)
 
     def checkpoint_path(self, name: str | Path) -> Path:
         """Where `save(name)` writes: `path/model_dir/<name>.pth` (an absolute name is kept)."""
@@ -635,13 +650,8 @@ def _check_lr(lr) -> None:
 
 def _note_once(e: BaseException, note: str) -> None:
     """Add `note` to the exception unless minilearn already noted where it arose."""
-    notes = getattr(e, "__notes__", [])
-    if any(n.startswith("minilearn: ") for n in notes):
-        return
-    if hasattr(e, "add_note"):
-        e.add_note(note)
-    else:  # Python 3.10: keep the note where 3.11's traceback would show it
-        e.__notes__ = [*notes, note]
+    if not any(n.startswith("minilearn: ") for n in getattr(e, "__notes__", [])):
+        add_note(e, note)
 
 
 def _check_unique(names: Iterable[str], arg: str) -> None:

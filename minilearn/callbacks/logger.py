@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from minilearn.callback import Callback
+from minilearn.callbacks.distributed import is_rank0
 
 
 class CSVLogger(Callback):
@@ -24,6 +25,8 @@ class CSVLogger(Callback):
         self.file_path: Path | None = None  # `fname` under the learner's path, known from the first fit
 
     def before_fit(self) -> None:
+        if not is_rank0():  # under torch.distributed one process writes the file
+            return
         self.names = self.learn.recorder.metric_names
         self.file_path = self.fname if self.fname.is_absolute() else self.learn.path / self.fname
         self.file_path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +37,8 @@ class CSVLogger(Callback):
             self._write(self.names)
 
     def after_epoch(self) -> None:
+        if self.file is None:
+            return
         log = self.learn.recorder.log
         self._write(["" if log.get(n) is None else log.get(n) for n in self.names])
 

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from minilearn.callback import Callback, CancelFitException
+from minilearn.callbacks.distributed import is_rank0
 
 
 class TrackerCallback(Callback):
@@ -76,7 +77,8 @@ class EarlyStoppingCallback(TrackerCallback):
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = self.learn.epoch
-            print(f"No improvement since epoch {self.learn.epoch - self.wait}: early stopping", flush=True)
+            if is_rank0():  # one message, not one per process
+                print(f"No improvement since epoch {self.learn.epoch - self.wait}: early stopping", flush=True)
             raise CancelFitException()
 
 
@@ -113,7 +115,8 @@ class SaveModelCallback(TrackerCallback):
             return
         super().after_epoch()
         if self.new_best:
-            print(f"Better model found at epoch {self.learn.epoch} with {self.monitor} value: {self.best}.", flush=True)
+            if is_rank0():  # one message, not one per process
+                print(f"Better model found at epoch {self.learn.epoch} with {self.monitor} value: {self.best}.", flush=True)
             self._save(self.fname)
 
     def after_fit(self) -> None:
@@ -153,7 +156,8 @@ class ReduceLROnPlateau(TrackerCallback):
             opt.set_hyper("lr", [max(h["lr"] / self.factor, self.min_lr) for h in opt.hypers])
             self.wait = 0
             if opt.hypers[-1]["lr"] < old:
-                print(f"Epoch {self.learn.epoch}: reducing lr to {opt.hypers[-1]['lr']}", flush=True)
+                if is_rank0():  # one message, not one per process
+                    print(f"Epoch {self.learn.epoch}: reducing lr to {opt.hypers[-1]['lr']}", flush=True)
 
 
 class TerminateOnNaNCallback(Callback):
@@ -174,6 +178,7 @@ class TerminateOnNaNCallback(Callback):
         loss = self.learn.loss
         if loss is not None and not bool(torch.isfinite(loss).all()):
             self.stopped_at = (self.learn.epoch, self.learn.iter)
-            print(f"Loss is {float(loss.float().mean())} at epoch {self.learn.epoch}, batch {self.learn.iter}: "
+            if is_rank0():  # one message, not one per process
+                print(f"Loss is {float(loss.float().mean())} at epoch {self.learn.epoch}, batch {self.learn.iter}: "
                   f"training stopped", flush=True)
             raise CancelFitException()

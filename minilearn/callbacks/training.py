@@ -121,11 +121,17 @@ class GradientAccumulation(Callback):
     def before_fit(self) -> None:
         self.count = 0
 
+    def _global_bs(self) -> int:
+        # under DDP each process holds part of the batch; count the whole batch on every one,
+        # so all processes step together
+        dl = self.learn.dl
+        return dl.global_batch_size(self.learn.iter) if hasattr(dl, "global_batch_size") else _batch_size(self.learn.yb)
+
     def after_loss(self) -> None:
-        self.learn.loss_grad = self.learn.loss_grad * (_batch_size(self.learn.yb) / self.n_acc)
+        self.learn.loss_grad = self.learn.loss_grad * (self._global_bs() / self.n_acc)
 
     def before_step(self) -> None:
-        self.count += _batch_size(self.learn.yb)
+        self.count += self._global_bs()
         if self.count < self.n_acc:
             raise CancelBatchException()  # keep the gradients: no step, no zero_grad
         self.count = 0
