@@ -34,7 +34,8 @@ from minilearn.optim import (
     SGD, Adam, BaseOptimizer, Lamb, Lookahead, OptimWrapper, Optimizer, RAdam, RMSProp, even_mults, make_opt_func,
     norm_bias_params, params_for_torch, ranger,
 )
-from minilearn import datasets
+from minilearn import datasets, scratch
+from minilearn.scratch import ScratchBackward
 
 __version__ = "0.1.0"
 
@@ -42,7 +43,7 @@ __all__ = [
     "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
     "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "InferenceLearner",
     "load_learner", "DistributedDL", "DistributedTrainer", "distrib_barrier", "distrib_ctx", "is_rank0",
-    "num_distrib", "rank_distrib", "setup_distrib", "teardown_distrib",
+    "num_distrib", "rank_distrib", "setup_distrib", "teardown_distrib", "scratch", "ScratchBackward",
     "Adam", "BaseOptimizer", "LRFinder", "Lamb", "Lookahead", "OptimWrapper", "ParamScheduler", "RAdam",
     "RMSProp", "SchedCos", "SchedExp", "SchedLin", "SchedNo", "SchedPoly", "combine_scheds", "combined_cos",
     "even_mults", "make_opt_func", "minimum", "norm_bias_params", "params_for_torch", "ranger", "slide",
