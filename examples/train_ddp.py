@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from minilearn import Adam, DataLoaders, Learner, accuracy, datasets
-from minilearn.callbacks.distributed import distrib_ctx, is_rank0, num_distrib
+from minilearn.callbacks.distributed import is_rank0, num_distrib
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"MNIST: {len(x)} training and {len(valid_x)} validation images; {n_proc} process(es), "
               f"global batch {args.bs} ({args.bs / n_proc:g} per process)", flush=True)
     start = time.perf_counter()
-    with distrib_ctx(learn):
+    with learn.distrib_ctx():
         learn.fit_one_cycle(args.epochs, args.lr)
         if args.save is not None:
             learn.save(args.save, with_opt=False)
