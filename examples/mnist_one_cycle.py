@@ -29,13 +29,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda, ...")
     args = parser.parse_args(argv)
 
-    x, y = datasets.mnist(root=args.root, train=True, flatten=True)
-    valid_x, valid_y = datasets.mnist(root=args.root, train=False, flatten=True)
-    if args.limit is not None:
-        x, y = x[:args.limit], y[:args.limit]
-    # Standardise with the training set's statistics: Adam trains an MLP much faster on zero-mean inputs.
-    mean, std = x.mean(), x.std()
-    x, valid_x = (x - mean) / std, (valid_x - mean) / std
+    # standardised with the training images' statistics: an MLP learns much faster on zero-mean inputs
+    x, y, valid_x, valid_y = datasets.mnist_train_valid(root=args.root, standardize=True, limit=args.limit)
     print(f"MNIST: {len(x)} training and {len(valid_x)} validation images, 10 classes", flush=True)
     dls = DataLoaders.from_tensors(x, y, valid_x, valid_y, bs=args.bs, seed=args.seed, device=args.device)
 

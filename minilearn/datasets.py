@@ -164,3 +164,23 @@ def synthetic_classification(n: int = 256, n_features: int = 8, n_classes: int =
     y = (torch.arange(n) % n_classes)[torch.randperm(n, generator=g)]
     x = centres[y] + torch.randn(n, n_features, generator=g)
     return x, y
+
+
+def mnist_train_valid(root: str | os.PathLike | None = None, flatten: bool = True, standardize: bool = False,
+                      limit: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Full MNIST as `(train_x, train_y, valid_x, valid_y)`: the training set and the test set.
+
+    `limit` keeps the first `limit` training images; `standardize` subtracts the (kept) training
+    images' mean and divides by their standard deviation, for both sets (an MLP trained with Adam
+    or SGD learns much faster on zero-mean inputs).
+    """
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit: expected an int >= 1 or None, got {limit!r}")
+    x, y = mnist(root=root, train=True, flatten=flatten)
+    valid_x, valid_y = mnist(root=root, train=False, flatten=flatten)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if standardize:
+        mean, std = x.mean(), x.std()
+        x, valid_x = (x - mean) / std, (valid_x - mean) / std
+    return x, y, valid_x, valid_y

@@ -236,3 +236,16 @@ def test_real_mnist_default_root_comes_from_the_environment(mnist_root, monkeypa
     monkeypatch.setenv("MINILEARN_DATA", str(mnist_root))
     assert data_root() == mnist_root
     assert mnist(train=False)[1].shape == (10000,)
+
+
+@pytest.mark.mnist
+def test_mnist_train_valid_standardized_and_limited(mnist_root):
+    from minilearn import datasets
+
+    x, y, vx, vy = datasets.mnist_train_valid(root=mnist_root, standardize=True, limit=5000)
+    assert x.shape == (5000, 784) and y.shape == (5000,) and vx.shape == (10000, 784) and vy.shape == (10000,)
+    assert abs(x.mean().item()) < 1e-5 and abs(x.std().item() - 1) < 1e-4
+    raw_x, _, raw_vx, _ = datasets.mnist_train_valid(root=mnist_root, limit=5000)
+    assert torch.allclose(vx, (raw_vx - raw_x.mean()) / raw_x.std())
+    with pytest.raises(ValueError, match="limit"):
+        datasets.mnist_train_valid(root=mnist_root, limit=0)
