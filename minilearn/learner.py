@@ -154,12 +154,13 @@ class Learner:
 
     def _with_events(self, f: Callable, name: str, cancel: type[Exception]) -> None:
         """Run `before_<name>`, f, `after_<name>`; a `cancel` exception runs `after_cancel_<name>`."""
+        before, after_cancel, after = _STAGE_EVENTS[name]  # names made once, not per batch
         try:
-            self(f"before_{name}")
+            self(before)
             f()
         except cancel:
-            self(f"after_cancel_{name}")
-        self(f"after_{name}")
+            self(after_cancel)
+        self(after)
 
     # ------------------------------------------------------------------ events
     def __call__(self, event: str) -> None:
@@ -168,6 +169,8 @@ class Learner:
         if handlers is None:
             handlers = self._handlers[event] = [
                 (cb, getattr(cb, event)) for cb in self.cbs if callable(getattr(cb, event, None))]
+        if not handlers:
+            return
         batch_event = event in BATCH_EVENTS
         for cb, method in handlers:
             # the rule of Callback.runs_at, inlined (this runs ~10 times a batch); skip a callback
@@ -600,6 +603,10 @@ class Learner:
     def __repr__(self) -> str:
         return f"Learner(model={type(self.model).__name__}, opt={self.opt!r}, cbs={self.cbs})"
 
+
+# The events around each stage of the loop: (before, after_cancel, after).
+_STAGE_EVENTS = {stage: (f"before_{stage}", f"after_cancel_{stage}", f"after_{stage}")
+                 for stage in ("fit", "epoch", "train", "validate", "batch", "backward", "step")}
 
 # What a validation pass changes and puts back (it may run in the middle of a fit).
 _PASS_STATE = ("training", "dl", "iter", "n_iter", "xb", "yb", "pred", "loss", "loss_grad", "device", "n_inp")
