@@ -17,9 +17,9 @@ on fastbook's workloads, with synthetic data of the same shapes:
     W3b  the same at bs 512
 
 Every variant does the same work per epoch: forward, loss, backward, step, zero_grad per training
-batch, plus fastai's smoothed loss (EMA, debiased) kept on the device; forward and loss under
-no_grad per validation batch, summed size-weighted on the device; one host sync at the end of the
-epoch. No metrics. Variants a-d use minilearn's `SGD` (so only the loop differs, not the
+batch, plus the batch's loss kept on the device and turned into fastai's smoothed loss (EMA,
+debiased) at the end of the epoch; forward and loss under no_grad per validation batch, summed
+size-weighted on the device; one host sync at the end of the epoch. No metrics. Variants a-d use minilearn's `SGD` (so only the loop differs, not the
 optimiser's arithmetic); e uses fastai's own `SGD`, and trains on minilearn's `DataLoaders` (fastai
 accepts them), so its ratio to c is the cost of fastai's Learner, not of fastai's data pipeline.
 Every variant starts from the same initial weights and is warmed up by one untimed epoch.
@@ -140,11 +140,12 @@ def sliced_batches(x: torch.Tensor, y: torch.Tensor, bs: int, perm: torch.Tensor
 
 
 def hand_epoch(model: nn.Module, opt, loss_func, train_batches, valid_batches, device: torch.device) -> tuple:
-    """One epoch written by hand, doing what the Learner does: the step, the smoothed train loss
-    on the device, the size-weighted valid loss on the device, one host sync at the end."""
+    """One epoch written by hand, doing what the Learner does: the step, each batch's loss kept on
+    the device, the size-weighted valid loss on the device, one host sync at the end, where the
+    losses are smoothed (fastai's EMA, debiased) on the host."""
     move = device.type != "cpu"
     model.train()
-    smooth, count, smoothed = None, 0, []
+    batch_losses = []
     for xb, yb in train_batches:
         if move:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
@@ -152,10 +153,7 @@ def hand_epoch(model: nn.Module, opt, loss_func, train_batches, valid_batches, d
         loss.backward()
         opt.step()
         opt.zero_grad()
-        l = loss.detach().float()
-        smooth = l * (1 - BETA) if smooth is None else torch.lerp(l, smooth, BETA)
-        count += 1
-        smoothed.append(smooth / (1 - BETA**count))  # what Recorder keeps per batch
+        batch_losses.append(loss.detach())  # what Recorder keeps per batch
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
@@ -165,8 +163,11 @@ def hand_epoch(model: nn.Module, opt, loss_func, train_batches, valid_batches, d
             loss = loss_func(model(xb), yb)
             total = total + loss.float() * len(yb)
             n += len(yb)
-    losses = torch.stack(smoothed).tolist()  # the one host sync of the epoch (plus the valid loss)
-    return losses[-1], (total / n).item()
+    ema, smoothed = 0.0, []
+    for i, l in enumerate(torch.stack(batch_losses).float().tolist(), 1):  # the epoch's one host sync
+        ema = BETA * ema + (1 - BETA) * l
+        smoothed.append(ema / (1 - BETA**i))
+    return smoothed[-1], (total / n).item()
 
 
 def make_variant(key: str, w: Workload, data, init_state: dict, device: torch.device):

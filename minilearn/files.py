@@ -27,6 +27,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -56,11 +57,19 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
         raise ValueError(
             f"checkpoint {path}: refused to load, it holds objects other than tensors and plain data "
             f"(weights_only=True); only load files you trust with torch.load yourself") from e
+    except (PermissionError, IsADirectoryError):
+        raise
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise ValueError(f"checkpoint {path}: truncated or corrupted ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
     return obj
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -29,7 +29,8 @@ from minilearn.callback import (
     CancelEpochException, CancelFitException, CancelStepException, CancelTrainException,
     CancelValidException, GatherPredsCallback, TrainEvalCallback,
 )
-from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx, is_rank0
+from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_barrier, distrib_ctx, is_rank0
+from minilearn.callbacks.logger import CSVLogger
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
 from minilearn.callbacks.tracker import TrackerCallback
@@ -71,9 +72,9 @@ class Learner:
         self.cbs: tuple[Callback, ...] = ()  # read-only: change it with add_cb / remove_cb
         self._handlers: dict[str, list] = {}
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter = 0, 1, 0, 0, 0
-        self.pct_train, self.training, self.smooth_loss = 0.0, False, None
+        self.pct_train, self.training, self._smooth_loss = 0.0, False, None
         self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
-        self.device, self.n_inp, self.start_epoch = None, 1, 0
+        self.device, self.n_inp, self.start_epoch, self._batch_on_device = None, 1, 0, None
         if default_cbs:
             self.add_cbs([TrainEvalCallback(), Recorder(), ProgressCallback()])
         self.add_cbs(cbs)
@@ -89,7 +90,7 @@ class Learner:
         """
         if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 0:
             raise ValueError(f"n_epoch: expected an int >= 0, got {n_epoch!r}")
-        if not isinstance(start_epoch, int) or not 0 <= start_epoch <= n_epoch:
+        if not isinstance(start_epoch, int) or isinstance(start_epoch, bool) or not 0 <= start_epoch <= n_epoch:
             raise ValueError(f"start_epoch: expected an int from 0 to n_epoch ({n_epoch}), got {start_epoch!r}")
         _check_lr(lr)
         with self.added_cbs(cbs):
@@ -123,7 +124,7 @@ class Learner:
             self._with_events(self._all_batches, "validate", CancelValidException)
 
     def _all_batches(self) -> None:
-        self.n_iter = len(self.dl)
+        self.n_iter, self._batch_on_device = len(self.dl), None
         for self.iter, batch in enumerate(self.dl):                # 6. repeat (batches)
             self.xb, self.yb = self._split(batch)
             self.pred = self.loss = self.loss_grad = None          # nothing stale if a batch is cancelled
@@ -196,7 +197,9 @@ class Learner:
 
     def _split(self, batch) -> tuple[tuple, tuple]:
         """The batch on the model's device, as (inputs, targets): the first `n_inp` are inputs."""
-        if not all(isinstance(t, torch.Tensor) and t.device == self.device for t in batch):
+        if self._batch_on_device is None:  # a loader's batches all live in one place: look once a pass
+            self._batch_on_device = all(isinstance(t, torch.Tensor) and t.device == self.device for t in batch)
+        if not self._batch_on_device:
             batch = to_device(batch, self.device)
         return tuple(batch[:self.n_inp]), tuple(batch[self.n_inp:])
 
@@ -217,6 +220,10 @@ class Learner:
         if self.opt is not None:
             self.opt.zero_grad()
         self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
+        self._cleanup_callbacks()
+
+    def _cleanup_callbacks(self) -> None:
+        """Each callback's `cleanup_fit`: what must be released even when a fit or pass raised."""
         for cb in self.cbs:
             cleanup = getattr(cb, "cleanup_fit", None)
             if callable(cleanup):
@@ -224,6 +231,17 @@ class Learner:
                     cleanup()
                 except Exception as e:  # never hide the error that ended the fit
                     warnings.warn(f"{type(cb).__name__}.cleanup_fit raised {e!r}", RuntimeWarning, stacklevel=2)
+
+    @property
+    def smooth_loss(self) -> torch.Tensor | None:
+        """fastai's smoothed training loss so far: the Recorder's (read on demand, so the loop never
+        waits for it), or what a callback set while the Recorder is away (the LR finder's)."""
+        recorder = getattr(self, "recorder", None)
+        return recorder.smooth_loss() if recorder is not None else self._smooth_loss
+
+    @smooth_loss.setter
+    def smooth_loss(self, value) -> None:
+        self._smooth_loss = value
 
     # ------------------------------------------------------------------ optimiser
     def create_opt(self) -> None:
@@ -315,8 +333,8 @@ class Learner:
         n_epoch = finder.num_it // len(self.dls.train) + 1
         saved = self._snapshot()
         try:
-            # the table, the history and early stopping / best-model saving sit this one out
-            with self.removed_cbs([Recorder, ProgressCallback, TrackerCallback]):
+            # the table, the history, the CSV log and early stopping / best-model saving sit this out
+            with self.removed_cbs([Recorder, ProgressCallback, TrackerCallback, CSVLogger]):
                 self.fit(n_epoch, cbs=finder)
         finally:
             self._restore(saved)
@@ -351,7 +369,7 @@ class Learner:
             "modes": [m.training for m in self.model.modules()],
             "opt": self.opt.state_dict() if self.opt is not None else None,
             "rng": self.rng_state(), "np_rng": np_rng,
-            "state": {k: getattr(self, k) for k in ("epoch", "n_epoch", "train_iter", "pct_train", "smooth_loss")},
+            "state": {k: getattr(self, k) for k in ("epoch", "n_epoch", "train_iter", "pct_train", "_smooth_loss")},
         }
 
     def _restore(self, saved: dict) -> None:
@@ -381,13 +399,15 @@ class Learner:
 
     def set_rng_state(self, state: dict) -> None:
         """Put back what `rng_state()` returned."""
-        torch.set_rng_state(state["torch"])
-        if state["cuda"]:
-            torch.cuda.set_rng_state_all(state["cuda"])
+        torch.set_rng_state(state["torch"].cpu())
+        # CUDA generators only where the same number of GPUs is there (a GPU run resumed on a CPU
+        # keeps the CPU state, the one its data order and dropout on the CPU depend on)
+        if state["cuda"] and torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
         random.setstate(state["python"])
         for dl, s in zip(self.dls.loaders, state["loaders"]):
             if s is not None:
-                dl.generator.set_state(s)
+                dl.generator.set_state(s.cpu())
 
     # ------------------------------------------------------------------ saving
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
@@ -397,21 +417,26 @@ class Learner:
         """
         path = self.checkpoint_path(name)
         if not is_rank0():  # under torch.distributed only rank 0 writes (every rank holds the same weights)
+            distrib_barrier()
             return path
         state = {"model": self.model.state_dict(), "epoch": self.epoch, "rng": self.rng_state()}
         if with_opt and self.opt is not None:
             state["opt"] = self.opt.state_dict()
-        return save_checkpoint(state, path)
+        save_checkpoint(state, path)
+        distrib_barrier()  # every process may load it next (a no-op in a single process)
+        return path
 
     def load(self, name: str | Path, with_opt: bool = True, with_rng: bool = False, device=None,
              strict: bool = True) -> "Learner":
         """Load what `save` wrote (checked in full before anything changes); returns the Learner.
 
         Only tensors and plain data are unpickled (`weights_only=True`). `with_rng` also puts
-        back the random number generators and the epoch, to resume a run exactly.
+        back the random number generators and the epoch, to resume a run exactly. The file is
+        read onto the CPU and copied into the parameters where they are; `device` then moves
+        the model there.
         """
         path = self.checkpoint_path(name)
-        ckpt = load_checkpoint(path, map_location=device if device is not None else "cpu")
+        ckpt = load_checkpoint(path, map_location="cpu")
         saved = ckpt.get("model")
         if not isinstance(saved, dict):
             raise ValueError(f"checkpoint {path}: no model weights in it")
@@ -424,6 +449,8 @@ class Learner:
         if with_rng and "rng" in ckpt:
             self.set_rng_state(ckpt["rng"])
             self.epoch = ckpt.get("epoch", self.epoch)
+        if device is not None:
+            self.model.to(device)
         return self
 
     def export(self, fname: str | Path = "export.pth") -> Path:
@@ -433,9 +460,10 @@ class Learner:
         """
         fname = Path(fname)
         path = fname if fname.is_absolute() else self.path / fname
-        if not is_rank0():
-            return path
-        return export_model(self.model, path, item_ndim=self._item_ndim(), n_inp=self.n_inp)
+        if is_rank0():
+            export_model(self.model, path, item_ndim=self._item_ndim(), n_inp=self.n_inp)
+        distrib_barrier()
+        return path
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for one item (no batch dimension) or a batch, on the CPU."""
@@ -583,6 +611,9 @@ class Learner:
         try:
             self._to_device()
             self._do_validate(dl)
+        except BaseException:
+            self._cleanup_callbacks()
+            raise
         finally:
             for k, v in saved.items():
                 setattr(self, k, v)
@@ -609,7 +640,8 @@ _STAGE_EVENTS = {stage: (f"before_{stage}", f"after_cancel_{stage}", f"after_{st
                  for stage in ("fit", "epoch", "train", "validate", "batch", "backward", "step")}
 
 # What a validation pass changes and puts back (it may run in the middle of a fit).
-_PASS_STATE = ("training", "dl", "iter", "n_iter", "xb", "yb", "pred", "loss", "loss_grad", "device", "n_inp")
+_PASS_STATE = ("training", "dl", "iter", "n_iter", "xb", "yb", "pred", "loss", "loss_grad", "device", "n_inp",
+               "_batch_on_device")
 
 # Numbers callbacks as they are first added: ties in `order` keep this order.
 _ADD_SEQ = itertools.count()

@@ -473,12 +473,17 @@ class ScratchBackward(Callback):
         if not isinstance(self.learn.loss_func, Loss):
             raise TypeError(f"loss_func: ScratchBackward needs a scratch loss (MSE, CrossEntropy), "
                             f"got {type(self.learn.loss_func).__name__}")
+        # these work by rescaling `loss_grad`, which the hand-written backward never reads
+        clash = [type(cb).__name__ for cb in self.learn.cbs if type(cb).__name__ in ("GradientAccumulation", "MixedPrecision")]
+        if clash:
+            raise ValueError(f"cbs: {', '.join(clash)} rescale the autograd loss, which ScratchBackward does not use; "
+                             f"remove them when training a scratch model")
 
     def before_backward(self) -> None:
         backprop(self.learn.model, self.learn.loss_func)
         raise CancelBackwardException()
 
-    def after_fit(self) -> None:
+    def cleanup_fit(self) -> None:
         # as the Learner's own cleanup: no batch stays alive in the layers or the loss after a fit
         self.learn.model.clear()
         self.learn.loss_func.clear()

@@ -205,3 +205,71 @@ def test_export_of_a_custom_model_needs_its_class(tmp_path):
     assert torch.allclose(inf.predict(vx), learn.predict(vx))
     with pytest.raises(ValueError, match="not a minilearn export"):
         load_learner(learn.save("ckpt"))
+
+
+def test_mixed_precision_in_validation_before_any_fit_and_after_an_error():
+    learn = class_learner()
+    learn.add_cb(MixedPrecision())
+    loss, acc = learn.validate()
+    assert loss is not None and not torch.is_autocast_enabled("cpu")
+
+    class Boom(Callback):
+        order = MixedPrecision.order + 1
+
+        def after_pred(self):
+            raise RuntimeError("in validation")
+
+    with pytest.raises(RuntimeError, match="in validation"):
+        learn.validate(cbs=Boom())
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_lr_find_with_a_csv_logger_attached(tmp_path):
+    learn = class_learner(tmp_path)
+    logger = learn.add_cb(CSVLogger("h.csv"))
+    with learn.no_logging():
+        learn.fit(1)
+    learn.lr_find(num_it=10, show_plot=False)
+    assert len(logger.read_log()) == 1  # lr_find neither crashed nor wrote over the history
+
+
+def test_save_model_does_not_load_an_earlier_fits_file(tmp_path):
+    learn = class_learner(tmp_path)
+    sm = learn.add_cb(SaveModelCallback(fname="best"))
+    with learn.no_logging():
+        learn.fit(1)
+        after_first = [p.detach().clone() for p in learn.model.parameters()]
+        learn.fit(2)   # improves and saves again
+        learn.fit(3, start_epoch=3)  # no epoch runs, nothing saved: nothing to load
+    assert sm.saved_epochs == [] and sm.last_saved_path is None
+    assert not all(torch.equal(a, b) for a, b in zip(after_first, learn.model.parameters()))
+
+
+def test_load_to_a_device_and_start_epoch_checks(tmp_path):
+    learn = class_learner(tmp_path)
+    with learn.no_logging():
+        learn.fit(1)
+    learn.save("c")
+    learn.load("c", with_rng=True, device="cpu")
+    assert next(learn.model.parameters()).device.type == "cpu"
+    with pytest.raises(ValueError, match="start_epoch"):
+        learn.fit(2, start_epoch=True)
+
+
+def test_checkpoint_files_get_a_normal_mode(tmp_path):
+    import os
+    import stat
+
+    learn = class_learner(tmp_path)
+    mask = os.umask(0o022)
+    try:
+        path = learn.save("c")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_terminate_on_nan_runs_after_the_distributed_loss_sync():
+    from minilearn import DistributedTrainer, TerminateOnNaNCallback
+
+    assert TerminateOnNaNCallback.order > DistributedTrainer.order

@@ -306,3 +306,22 @@ def test_lr_find_and_get_preds_work_on_a_scratch_learner():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # lr_find leaves no trace
     preds, targs = learn.get_preds()
     assert preds.shape == (48, 3) and torch.allclose(preds.sum(1), torch.ones(48))
+
+
+def test_scratch_backward_refuses_callbacks_that_rescale_the_loss():
+    from minilearn import GradientAccumulation
+
+    learn = _scratch_clash_learner()
+    with learn.no_logging(), pytest.raises(ValueError, match="GradientAccumulation"):
+        learn.fit(1, cbs=GradientAccumulation(32))
+
+
+def _scratch_clash_learner():
+    import torch as _torch
+    from minilearn import DataLoaders, Learner, SGD, ScratchBackward, scratch as _scratch
+
+    g = _torch.Generator().manual_seed(0)
+    x, y = _torch.randn(32, 4, generator=g), _torch.randn(32, 1, generator=g)
+    net = _scratch.Sequential(_scratch.Linear(4, 1))
+    return Learner(DataLoaders.from_tensors(x, y, x, y, bs=8), net, _scratch.MSE(), opt_func=SGD,
+                   cbs=ScratchBackward())

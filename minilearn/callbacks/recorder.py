@@ -1,7 +1,7 @@
 """Recorder: the numbers of a fit, kept as numbers — per batch (loss, lr) and per epoch (the table).
 
-Per batch it accumulates on the device (no host synchronisation in the training loop); it turns
-values into Python floats once per epoch, when it logs a row.
+Per batch it only keeps the loss tensor where it is (no host synchronisation, no tensor op in
+the training loop); once per epoch it copies them to the host in one go and smooths them there.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import torch
 
 from minilearn.callback import Callback
-from minilearn.metrics import AvgLoss, AvgSmoothLoss, to_float
+from minilearn.metrics import AvgLoss, to_float
 
 
 class Recorder(Callback):
@@ -29,10 +29,13 @@ class Recorder(Callback):
     def __init__(self, add_time: bool = True, train_metrics: bool = False, valid_metrics: bool = True,
                  beta: float = 0.98):
         self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
-        self.smoother = AvgSmoothLoss(beta)
+        if not 0 <= beta < 1:
+            raise ValueError(f"beta: expected 0 <= beta < 1, got {beta}")
+        self.beta = beta
         self.valid_loss = AvgLoss()
-        self._losses: list[float] = []  # floats, flushed from `_pending` once per epoch
-        self._pending: list = []        # this epoch's smoothed losses, still on the device
+        self._losses: list[float] = []  # smoothed losses as floats, made from `_pending` by _flush
+        self._pending: list = []        # raw batch losses not yet flushed, still on the device
+        self._ema, self._count = 0.0, 0  # the exponential moving average, as fastai's AvgSmoothLoss
         self.lrs: list[float] = []
         self.iters: list[int] = []
         self.values: list[list] = []
@@ -54,7 +57,7 @@ class Recorder(Callback):
 
     # -- events
     def before_fit(self) -> None:
-        self.smoother.reset()
+        self._ema, self._count = 0.0, 0
         self._losses, self._pending, self.lrs, self.iters, self.values, self.history = [], [], [], [], [], []
         self.hps, self.log, self.start_time = {}, {}, time.perf_counter()
 
@@ -78,10 +81,7 @@ class Recorder(Callback):
         if learn.loss is None:  # the batch was cancelled before its loss
             return
         if learn.training:
-            self.smoother.accumulate(learn)
-            smooth = self.smoother.value
-            learn.smooth_loss = smooth
-            self._pending.append(smooth)
+            self._pending.append(learn.loss if learn.loss.ndim == 0 else learn.loss.mean())
             self.lrs.append(learn.opt.hypers[-1]["lr"])
             if self.train_metrics:
                 for m in learn.metrics:
@@ -93,7 +93,7 @@ class Recorder(Callback):
 
     def after_train(self) -> None:
         self._flush()  # one host sync per epoch, not per batch
-        self.log["train_loss"] = to_float(self.smoother.value, "train_loss")
+        self.log["train_loss"] = self._losses[-1] if self._losses else None
         if self.train_metrics:
             for m in self.learn.metrics:
                 self.log[f"train_{m.name}"] = to_float(m.value, m.name)
@@ -117,9 +117,19 @@ class Recorder(Callback):
 
     # -- reading the numbers back
     def _flush(self) -> None:
-        if self._pending:
-            self._losses.extend(torch.stack(self._pending).tolist())
-            self._pending = []
+        """Bring the pending batch losses to the host and smooth them: EMA with `beta`, debiased."""
+        if not self._pending:
+            return
+        for loss in torch.stack(self._pending).float().tolist():
+            self._ema = self.beta * self._ema + (1 - self.beta) * loss
+            self._count += 1
+            self._losses.append(self._ema / (1 - self.beta**self._count))
+        self._pending = []
+
+    def smooth_loss(self) -> torch.Tensor | None:
+        """The smoothed loss after the last training batch (read through `learn.smooth_loss`)."""
+        self._flush()
+        return torch.tensor(self._losses[-1]) if self._losses else None
 
     @property
     def losses(self) -> list[float]:

@@ -101,7 +101,7 @@ class SaveModelCallback(TrackerCallback):
         self.saved_epochs: list[int] = []
 
     def before_fit(self) -> None:
-        self.saved_epochs = []
+        self.saved_epochs, self.last_saved_path = [], None  # only this fit's saves are loaded back
         super().before_fit()
 
     def _save(self, name: str) -> None:
@@ -168,7 +168,9 @@ class TerminateOnNaNCallback(Callback):
     synchronisation per batch), so it is not on by default. `stopped_at` is (epoch, batch).
     """
 
-    order = -9
+    # after DistributedTrainer (11) has averaged the loss, so every process stops together; still
+    # before the backward pass and the step
+    order = 12
     run_valid = False
 
     def before_fit(self) -> None:

@@ -30,15 +30,21 @@ class MixedPrecision(Callback):
         self.dtype = dtype
         self.autocast = None
         self.scaler = None
-        self._entered = False
+        self._entered = self._stepped = False
 
     def before_fit(self) -> None:
+        self._setup()
+
+    def _setup(self) -> None:
         device_type = self.learn.device.type if self.learn.device is not None else "cpu"
         dtype = self.dtype or (torch.float16 if device_type == "cuda" else torch.bfloat16)
         self.autocast = torch.autocast(device_type, dtype=dtype)
         self.scaler = torch.amp.GradScaler(device_type, enabled=(dtype == torch.float16 and device_type == "cuda"))
+        self._stepped = False
 
     def before_batch(self) -> None:
+        if self.autocast is None:  # validate() / get_preds() before any fit
+            self._setup()
         self.autocast.__enter__()
         self._entered = True
 
@@ -60,12 +66,9 @@ class MixedPrecision(Callback):
         # optimiser, unless a gradient is inf/NaN; the learner's own step then runs or is skipped
         self.skipped = True
         self.scaler.step(self)
+        self._stepped = True
         if self.skipped:
             raise CancelStepException()
-
-    def after_step(self) -> None:
-        if self.scaler.is_enabled():
-            self.scaler.update()  # after a skipped step too: that is when the scale comes down
 
     @property
     def param_groups(self) -> list[dict]:
@@ -78,9 +81,15 @@ class MixedPrecision(Callback):
 
     def after_batch(self) -> None:
         self._exit()  # a batch cancelled before its loss
+        # the scale moves once per scaler step, whatever cancelled what afterwards (after_batch
+        # always runs); a batch whose step never reached the scaler leaves it alone
+        if self._stepped:
+            self.scaler.update()
+            self._stepped = False
 
     def cleanup_fit(self) -> None:
-        self._exit()  # a fit that raised: never leave autocast switched on
+        self._exit()  # a fit or validation that raised: never leave autocast switched on
+        self._stepped = False
 
     def _exit(self) -> None:
         if self._entered:
