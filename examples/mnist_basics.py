@@ -1,4 +1,4 @@
-"""fastbook chapter 4 on MNIST 3s vs 7s: a linear model, then a 784-30-1 ReLU net, with minilearn.
+"""fastbook chapter 4 on MNIST 3s vs 7s (or any two digits): a linear model, then a 784-30-1 ReLU net.
 
     python examples/mnist_basics.py                 # the full runs: 10 + 40 epochs
     python examples/mnist_basics.py --linear-epochs 2 --net-epochs 3   # shorter
@@ -34,12 +34,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=42, help="seed for the initial weights and the shuffle (42)")
     parser.add_argument("--no-shuffle", action="store_true",
                         help="train on the batches in file order, as fastbook's DataLoader(dset, batch_size=256)")
+    parser.add_argument("--digits", type=int, nargs=2, default=[3, 7], metavar=("A", "B"),
+                        help="the two digits to tell apart; A is label 1 (default: 3 7, fastbook's)")
     parser.add_argument("--root", default=None, help="data folder (default: $MINILEARN_DATA)")
     parser.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda, cuda:1, ...")
     args = parser.parse_args(argv)
 
-    train_x, train_y, valid_x, valid_y = datasets.mnist_3v7(root=args.root)
-    print(f"MNIST 3s vs 7s: {len(train_x)} training and {len(valid_x)} validation images", flush=True)
+    a, b = args.digits
+    train_x, train_y, valid_x, valid_y = datasets.mnist_pair(a, b, root=args.root)
+    print(f"MNIST {a}s (label 1) vs {b}s (label 0): {len(train_x)} training and {len(valid_x)} validation images",
+          flush=True)
 
     def loaders() -> DataLoaders:
         return DataLoaders.from_tensors(train_x, train_y, valid_x, valid_y, bs=args.bs,
