@@ -6,8 +6,7 @@ The format (`learn.export(fname)`) is a `torch.save` of plain data, loaded back 
     {"format": "minilearn-export", "version": 1,
      "state_dict": {name: tensor, ...},          # the weights
      "architecture": [...] or None,              # see below
-     "item_ndim": int,                           # dimensions of one input item (to tell items from batches)
-     "n_inp": int}
+     "item_ndim": int}                           # dimensions of one input item (to tell items from batches)
 
 `architecture` describes an `nn.Sequential` of standard layers (Linear, ReLU, Sigmoid, Tanh,
 LeakyReLU, Softmax, LogSoftmax, Dropout, Flatten, Identity, BatchNorm1d, nested Sequentials)
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minilearn.files import load_checkpoint, save_checkpoint
+from minilearn.files import check_weights_fit, load_checkpoint, save_checkpoint
 
 FORMAT, VERSION = "minilearn-export", 1
 
@@ -79,11 +78,11 @@ def build(architecture: list) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def export_model(model: nn.Module, path: str | Path, item_ndim: int, n_inp: int = 1) -> Path:
+def export_model(model: nn.Module, path: str | Path, item_ndim: int) -> Path:
     """Write the export file for `model` (atomically)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return save_checkpoint({"format": FORMAT, "version": VERSION, "state_dict": state,
-                            "architecture": describe(model), "item_ndim": item_ndim, "n_inp": n_inp}, path)
+                            "architecture": describe(model), "item_ndim": item_ndim}, path)
 
 
 class InferenceLearner:
@@ -123,6 +122,10 @@ def load_learner(fname: str | Path, model: nn.Module | None = None, device=None)
     ckpt = load_checkpoint(fname)
     if ckpt.get("format") != FORMAT:
         raise ValueError(f"fname: {fname} is not a minilearn export file (use Learner.load for checkpoints)")
+    if ckpt.get("version") != VERSION or not isinstance(ckpt.get("state_dict"), dict) \
+            or not isinstance(ckpt.get("item_ndim"), int):
+        raise ValueError(f"fname: {fname} is a minilearn export file of an unknown version or incomplete "
+                         f"(version {ckpt.get('version')!r}; this minilearn reads version {VERSION})")
     if model is None:
         if ckpt.get("architecture") is None:
             raise ValueError(f"model: {fname} holds the weights of a model that is not a plain nn.Sequential "
@@ -130,10 +133,6 @@ def load_learner(fname: str | Path, model: nn.Module | None = None, device=None)
         model = build(ckpt["architecture"])
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    current = model.state_dict()
-    saved = ckpt["state_dict"]
-    bad = sorted(set(current) ^ set(saved)) + [k for k in saved if k in current and saved[k].shape != current[k].shape]
-    if bad:
-        raise ValueError(f"model: its weights do not match the export file's ({bad[:5]})")
-    model.load_state_dict(saved)
+    check_weights_fit(model, ckpt["state_dict"], fname)
+    model.load_state_dict(ckpt["state_dict"])
     return InferenceLearner(model, ckpt["item_ndim"], device)

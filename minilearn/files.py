@@ -66,6 +66,20 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     return obj
 
 
+def check_weights_fit(model: "torch.nn.Module", saved: dict, path, strict: bool = True) -> None:
+    """Raise before loading if the weights in `saved` do not fit `model` (load_state_dict would
+    half-load them): missing or unexpected names (when `strict`), or different shapes."""
+    current = model.state_dict()
+    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
+    if strict and (missing or unexpected):
+        raise ValueError(f"checkpoint {path}: its weights do not fit the model "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    bad = [f"{k}: saved {tuple(v.shape)}, model {tuple(current[k].shape)}"
+           for k, v in saved.items() if k in current and tuple(v.shape) != tuple(current[k].shape)]
+    if bad:
+        raise ValueError(f"checkpoint {path}: shapes differ from the model's ({'; '.join(bad[:5])})")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -39,7 +39,7 @@ from minilearn.callbacks.schedule import (
 )
 from minilearn.data import DataLoader, to_device
 from minilearn.export import export_model, predict
-from minilearn.files import load_checkpoint, save_checkpoint
+from minilearn.files import check_weights_fit, load_checkpoint, save_checkpoint
 from minilearn.metrics import as_metric
 from minilearn.optim import Adam, OptimWrapper, norm_bias_params
 
@@ -440,7 +440,7 @@ class Learner:
         saved = ckpt.get("model")
         if not isinstance(saved, dict):
             raise ValueError(f"checkpoint {path}: no model weights in it")
-        _check_weights_fit(self.model, saved, strict, path)
+        check_weights_fit(self.model, saved, path, strict)
         if with_opt and "opt" in ckpt:
             if self.opt is None:
                 self.create_opt()
@@ -461,7 +461,7 @@ class Learner:
         fname = Path(fname)
         path = fname if fname.is_absolute() else self.path / fname
         if is_rank0():
-            export_model(self.model, path, item_ndim=self._item_ndim(), n_inp=self.n_inp)
+            export_model(self.model, path, item_ndim=self._item_ndim())
         distrib_barrier()
         return path
 
@@ -471,8 +471,11 @@ class Learner:
         return predict(self.model, x, self._item_ndim(), self.device)
 
     def _item_ndim(self) -> int:
-        xb = self.dls.train.one_batch()[0]
-        return xb.ndim - 1
+        """Dimensions of one input item (to tell an item from a batch), looked up once per loader."""
+        dl = self.dls.train
+        if getattr(self, "_item_ndim_of", (None, 0))[0] is not dl:
+            self._item_ndim_of = (dl, dl.one_batch()[0].ndim - 1)
+        return self._item_ndim_of[1]
 
     # ------------------------------------------------------------------ several processes
     def distrib_ctx(self, sync_loss: bool = True, backend: str | None = None, timeout=DEFAULT_TIMEOUT,
@@ -652,19 +655,6 @@ def _as_list(x) -> list:
     if isinstance(x, (list, tuple)):
         return list(x)
     return [x]
-
-
-def _check_weights_fit(model: nn.Module, saved: dict, strict: bool, path: Path) -> None:
-    """Raise before loading if `saved` does not fit `model` (load_state_dict would half-load)."""
-    current = model.state_dict()
-    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
-    if strict and (missing or unexpected):
-        raise ValueError(f"checkpoint {path}: its weights do not fit the model "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    bad = [f"{k}: saved {tuple(v.shape)}, model {tuple(current[k].shape)}"
-           for k, v in saved.items() if k in current and tuple(v.shape) != tuple(current[k].shape)]
-    if bad:
-        raise ValueError(f"checkpoint {path}: shapes differ from the model's ({'; '.join(bad[:5])})")
 
 
 def _is_torch_optimizer_class(f) -> bool:

@@ -64,7 +64,7 @@ def mae(pred: Tensor, targ: Tensor) -> Tensor:
     return (pred - targ.view_as(pred)).abs().mean()
 
 
-def _batch_size(yb: tuple) -> int:
+def find_bs(yb: tuple) -> int:
     """The number of items in a batch: the first dimension of its first target."""
     return len(yb[0]) if len(yb) else 1
 
@@ -104,7 +104,7 @@ class AvgMetric(Metric):
         return torch.as_tensor(self.func(learn.pred, *learn.yb)).detach()
 
     def accumulate(self, learn) -> None:
-        bs = _batch_size(learn.yb)
+        bs = find_bs(learn.yb)
         self.total = self.total + self.batch_value(learn).float() * bs  # float32 sums: fp16 would overflow
         self.count += bs
 

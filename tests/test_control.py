@@ -273,3 +273,20 @@ def test_terminate_on_nan_runs_after_the_distributed_loss_sync():
     from minilearn import DistributedTrainer, TerminateOnNaNCallback
 
     assert TerminateOnNaNCallback.order > DistributedTrainer.order
+
+
+def test_malformed_export_files_get_a_clear_error(tmp_path):
+    from minilearn.files import load_checkpoint, save_checkpoint
+
+    learn = class_learner(tmp_path)
+    path = learn.export("m.pth")
+    ckpt = load_checkpoint(path)
+    assert set(ckpt) == {"format", "version", "state_dict", "architecture", "item_ndim"}
+    for broken in ({**ckpt, "version": 99}, {k: v for k, v in ckpt.items() if k != "state_dict"},
+                   {k: v for k, v in ckpt.items() if k != "item_ndim"}):
+        save_checkpoint(broken, tmp_path / "bad.pth")
+        with pytest.raises(ValueError, match="unknown version or incomplete"):
+            load_learner(tmp_path / "bad.pth")
+    wrong = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.0), nn.Linear(16, 2))
+    with pytest.raises(ValueError, match="shapes differ"):
+        load_learner(path, model=wrong)

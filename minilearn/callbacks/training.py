@@ -6,10 +6,7 @@ import torch
 from torch import nn
 
 from minilearn.callback import Callback, CancelBatchException, CancelStepException
-
-
-def _batch_size(yb: tuple) -> int:
-    return len(yb[0]) if yb else 1
+from minilearn.metrics import find_bs
 
 
 class MixedPrecision(Callback):
@@ -134,7 +131,7 @@ class GradientAccumulation(Callback):
         # under DDP each process holds part of the batch; count the whole batch on every one,
         # so all processes step together
         dl = self.learn.dl
-        return dl.global_batch_size(self.learn.iter) if hasattr(dl, "global_batch_size") else _batch_size(self.learn.yb)
+        return dl.global_batch_size(self.learn.iter) if hasattr(dl, "global_batch_size") else find_bs(self.learn.yb)
 
     def after_loss(self) -> None:
         self.learn.loss_grad = self.learn.loss_grad * (self._global_bs() / self.n_acc)
