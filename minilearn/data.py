@@ -1,37 +1,37 @@
 """Batching data for training: `DataLoader` and `DataLoaders`, fastai's names over plain torch.
 
-Tensors held in memory (the common case: fastbook chapter 4's MNIST sample) are batched by
-slicing one permutation per epoch rather than item by item, which is what makes a small model
-train at the speed of a hand-written loop. Any map-style dataset and any torch `DataLoader` is
-accepted as well, so nothing has to be rewritten to use minilearn.
+One batching path serves tensors and map-style datasets alike: each pass draws an order
+(`epoch_order()`: a permutation from the loader's generator, or 0..n-1) and fetches every run of
+`bs` indices of it (`fetch(idx)`); `minilearn.distributed` shards a pass by calling the same two.
+Tensors held in memory (the common case: fastbook chapter 4's MNIST sample) are fetched by
+indexing every tensor with the run, not item by item, which is what makes a small model train at
+the speed of a hand-written loop; an in-order pass indexes with plain slices, so its batches are
+views. A map-style dataset's items are fetched by index and joined by a collate function.
+
+A torch `DataLoader` is accepted as well, so nothing has to be rewritten to use minilearn:
+`DataLoader(torch_dl)` builds a `TorchLoader`, the subclass that iterates the torch loader as it
+is (its sampler decides the order).
 """
 
 import math
-import operator
 from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import IterableDataset, RandomSampler, TensorDataset, default_collate
 
-__all__ = ["to_device", "DataLoader", "DataLoaders"]
+from minilearn.checks import check_bool, check_callable, check_device, check_int
+
+__all__ = ["to_device", "DataLoader", "TorchLoader", "DataLoaders"]
 
 _ACCEPTED = (
     "a tensor, a tuple/list of tensors of equal length, a TensorDataset, a map-style dataset "
     "(with __len__ and __getitem__, e.g. a list of (x, y) tuples) or a torch DataLoader"
 )
+_ACCEPTED_DATASET = "a map-style dataset (with __len__ and __getitem__) or a TensorDataset"
 
 
-def _check_device(name: str, device: Any) -> torch.device | None:
-    """Turn `device` into a `torch.device` (or None), raising an error that names `name`."""
-    if device is None or isinstance(device, torch.device):
-        return device
-    if isinstance(device, (str, int)) and not isinstance(device, bool):
-        try:
-            return torch.device(device)
-        except RuntimeError as e:
-            raise ValueError(f"{name}: not a valid device, got {device!r}") from e
-    raise TypeError(f"{name}: expected a torch.device, a str such as 'cuda' or None, got {type(device).__name__}")
+# -- moving batches to a device
 
 
 def _move(b: Any, device: torch.device, non_blocking: bool) -> Any:
@@ -61,30 +61,59 @@ def to_device(b: Any, device: torch.device | str | None) -> Any:
 
     `device=None` returns `b` unchanged, so code can call it whether or not a device was chosen.
     """
-    device = _check_device("device", device)
+    device = check_device("device", device)
     if device is None:
         return b
     return _move(b, device, _non_blocking(device))
 
 
-def _check_bs(name: str, bs: Any) -> int:
-    """Return `bs` as an int, or raise naming `name` unless it is a positive integer."""
-    if isinstance(bs, bool):
-        raise TypeError(f"{name}: expected a positive int, got a bool ({bs})")
-    try:
-        value = operator.index(bs)  # accepts ints and integer scalars (numpy, 0-d tensors), not 2.0
-    except TypeError:
-        raise TypeError(f"{name}: expected a positive int, got {bs!r} ({type(bs).__name__})") from None
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value}")
-    return value
+# -- checking a loader's arguments (before any work)
+
+DEFAULT_BS = 64  # fastai's: the batch size when neither `bs` nor `batch_size` is given
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    """Return `value`, or raise a TypeError naming `name` unless it is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected True or False, got {value!r} ({type(value).__name__})")
-    return value
+
+def _given_bs(bs: Any, batch_size: Any) -> tuple[str, int | None]:
+    """The batch size the caller gave and the name it was given under: `bs`, or its alias
+    `batch_size` (torch's name); None (under "bs") when neither was given."""
+    if bs is not None:
+        bs = check_int("bs", bs, 1)
+    if batch_size is None:
+        return "bs", bs
+    batch_size = check_int("batch_size", batch_size, 1)
+    if bs is not None and bs != batch_size:
+        raise ValueError(f"bs and batch_size are the same setting; give one, got bs={bs} and batch_size={batch_size}")
+    return "batch_size", batch_size
+
+
+def _check_options(shuffle: Any, drop_last: Any, seed: Any, generator: Any, collate_fn: Any) -> int | None:
+    """Check the options every loader takes, naming the bad one; returns `seed` as an int (or None)."""
+    check_bool("shuffle", shuffle)
+    check_bool("drop_last", drop_last)
+    if seed is not None:
+        seed = check_int("seed", seed)
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+        if generator.device.type != "cpu":
+            raise ValueError(f"generator: must be a CPU generator (permutations are drawn on the CPU), got one on {generator.device}")
+        if seed is not None:
+            raise ValueError("seed and generator: give one or the other, not both")
+    if collate_fn is not None:
+        check_callable("collate_fn", collate_fn, "a callable or None")
+    return seed
+
+
+def _tensors_of(data: Any) -> tuple | None:
+    """The tensors batched by indexing when `data` is a tensor, a TensorDataset or a tuple/list
+    holding tensors; None for anything else (a map-style dataset, or bad input)."""
+    if isinstance(data, torch.Tensor):
+        return (data,)
+    if isinstance(data, TensorDataset):
+        return tuple(data.tensors)
+    if isinstance(data, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in data):
+        return tuple(data)
+    return None
 
 
 def _check_tensors(name: str, tensors: tuple) -> int:
@@ -105,14 +134,34 @@ def _check_tensors(name: str, tensors: tuple) -> int:
     return lengths[0]
 
 
-def _check_seed(seed: Any) -> int:
-    """Return `seed` as an int, or raise a TypeError naming it."""
-    if isinstance(seed, bool):
-        raise TypeError(f"seed: expected an int or None, got a bool ({seed})")
-    try:
-        return operator.index(seed)
-    except TypeError:
-        raise TypeError(f"seed: expected an int or None, got {seed!r} ({type(seed).__name__})") from None
+def _check_data(name: str, data: Any, accepted: str) -> tuple[tuple | None, int]:
+    """`data`'s tensors (None for a map-style dataset) and its number of items, checked non-empty."""
+    tensors = _tensors_of(data)
+    if tensors is not None:
+        n = _check_tensors(name, tensors)
+    else:
+        # str/bytes/dict have __len__ and __getitem__ but are not datasets indexed 0..n-1
+        not_a_dataset = isinstance(data, (str, bytes, dict, IterableDataset))
+        if not_a_dataset or not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+            raise TypeError(f"{name}: expected {accepted}; got {type(data).__name__}")
+        n = len(data)
+    if n == 0:
+        raise ValueError(f"{name}: the dataset is empty (0 items)")
+    return tensors, n
+
+
+def _check_xy(x_name: str, y_name: str, x: Any, y: Any) -> None:
+    """Check `x` and `y` are tensors of the same length, naming them in the error."""
+    for name, t in ((x_name, x), (y_name, y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() == 0:
+            raise ValueError(f"{name}: expected a tensor with at least one dimension, got a 0-d tensor")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{x_name} and {y_name}: must have the same length, got {x.shape[0]} and {y.shape[0]}")
+
+
+# -- small helpers of the batching path
 
 
 def _new_generator(seed: int | None, draw_from_global: bool) -> torch.Generator:
@@ -136,40 +185,58 @@ def _as_tuple(b: Any) -> tuple:
     return (b,)
 
 
-def _map_style_len(name: str, data: Any, accepted: str) -> int:
-    """Return the length of a map-style dataset, or raise a TypeError saying what is accepted."""
-    # str/bytes/dict have __len__ and __getitem__ but are not datasets indexed 0..n-1
-    not_a_dataset = isinstance(data, (str, bytes, dict, IterableDataset))
-    if not_a_dataset or not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
-        raise TypeError(f"{name}: expected {accepted}; got {type(data).__name__}")
-    return len(data)
+class _InOrder:
+    """The order 0, 1, ..., n-1 as slices (`_IN_ORDER[i:j]` is `slice(i, j)`): tensors indexed by
+    a slice give a view, not a copy, so an in-order pass copies nothing."""
+
+    def __getitem__(self, run: slice) -> slice:
+        return run
 
 
-class DataLoader:
+_IN_ORDER = _InOrder()
+
+
+# -- the loaders
+
+
+class _PicksItsClass:
+    """DataLoader's base, holding only `__new__`: `DataLoader(torch_dl, ...)` builds a `TorchLoader`
+    (as `pathlib.Path(...)` builds a `PosixPath`). It is not on DataLoader itself so that
+    `inspect.signature(DataLoader)` (a notebook's help) shows `__init__`'s arguments."""
+
+    def __new__(cls, data: Any = None, *args: Any, **kwargs: Any) -> "DataLoader":
+        if cls is DataLoader and isinstance(data, TorchDataLoader):
+            cls = TorchLoader
+        return super().__new__(cls)
+
+
+class DataLoader(_PicksItsClass):
     """Iterate over data in batches of `bs` tuples, optionally shuffled and moved to `device`.
 
     `data` may be:
     - a tensor or a tuple/list of tensors of equal length (e.g. `(x, y)`), or a `TensorDataset`:
-      the fast path. Each epoch draws one permutation and yields `tuple(t[idx] for t in data)`
-      for consecutive slices `idx` of it. Unshuffled batches are plain slices, i.e. *views* of the
-      data: change them out of place (`xb = xb * 2`), not in place (`xb *= 2`).
+      the fast path. A batch is `tuple(t[idx] for t in data)` for a run `idx` of the pass's order.
+      Unshuffled batches are plain slices, i.e. *views* of the data: change them out of place
+      (`xb = xb * 2`), not in place (`xb *= 2`).
     - any other map-style dataset (`__len__` and `__getitem__`, such as fastbook's
       `list(zip(x, y))`): items are fetched by index and joined by `collate_fn`
       (`torch.utils.data.default_collate` by default).
-    - a torch `DataLoader`: it is iterated as is (its sampler decides the order, its
-      `batch_size`/`drop_last` are used) and each batch is made a tuple and moved to `device`.
+    - a torch `DataLoader`: `DataLoader(torch_dl)` returns a `TorchLoader` (a subclass; see there).
 
-    Shuffling uses the loader's own CPU `torch.Generator` (`generator`, else one seeded with
-    `seed`, else one seeded from torch's global RNG when the loader is built), so a seed gives the
-    same batches every run while each epoch still gets a new order. An unshuffled loader leaves the
-    global RNG untouched, so building it does not shift a model's random init.
-    `batch_size` is an alias of `bs`; `bs` counts as not given while it has its default, 64.
+    Each pass draws `epoch_order()` and yields `fetch` of each run of `bs` indices of it (the last
+    run shorter, or left out with `drop_last`). Shuffling uses the loader's own CPU
+    `torch.Generator` (`generator`, else one seeded with `seed`, else one seeded from torch's
+    global RNG when the loader is built), so a seed gives the same batches every run while each
+    epoch still gets a new order. An unshuffled loader leaves the global RNG untouched, so
+    building it does not shift a model's random init.
+    `bs` is 64 (fastai's default) unless given, as `bs` or as its alias `batch_size` (torch's
+    name); giving both with different values is an error.
     """
 
     def __init__(
         self,
         data: Any,
-        bs: int = 64,
+        bs: int | None = None,
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int | None = None,
@@ -179,98 +246,30 @@ class DataLoader:
         batch_size: int | None = None,
     ) -> None:
         # -- check every argument before doing any work
-        bs = _check_bs("bs", bs)
-        if batch_size is not None:
-            batch_size = _check_bs("batch_size", batch_size)
-            if bs != 64 and bs != batch_size:
-                raise ValueError(f"bs and batch_size are the same setting; got bs={bs} and batch_size={batch_size}")
-            bs = batch_size
-        _check_bool("shuffle", shuffle)
-        _check_bool("drop_last", drop_last)
-        if seed is not None:
-            seed = _check_seed(seed)
-        if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
-            if generator.device.type != "cpu":
-                raise ValueError(f"generator: must be a CPU generator (permutations are drawn on the CPU), got one on {generator.device}")
-            if seed is not None:
-                raise ValueError("seed and generator: give one or the other, not both")
-        if collate_fn is not None and not callable(collate_fn):
-            raise TypeError(f"collate_fn: expected a callable or None, got {type(collate_fn).__name__}")
-        self._device = _check_device("device", device)
-
-        self._tensors: tuple | None = None  # the fast path's tensors
-        self._loader: TorchDataLoader | None = None  # a wrapped torch DataLoader
-        if isinstance(data, TorchDataLoader):
-            self._init_from_torch_loader(data, bs, batch_size, shuffle, drop_last, seed, generator, collate_fn)
-            return
-
-        if isinstance(data, torch.Tensor):
-            tensors, self.dataset = (data,), (data,)
-        elif isinstance(data, TensorDataset):
-            tensors, self.dataset = tuple(data.tensors), data
-        elif isinstance(data, (tuple, list)) and len(data) > 0 and any(isinstance(o, torch.Tensor) for o in data):
-            tensors = tuple(data)
-            self.dataset = tensors
-        else:
-            tensors = None
-            self.dataset = data
-        if tensors is not None:
-            if collate_fn is not None:
-                raise ValueError(
-                    "collate_fn: tensors are batched by indexing and never collated; "
-                    "pass a map-style dataset (e.g. list(zip(x, y))) to use a collate_fn"
-                )
-            n = _check_tensors("data", tensors)
-        else:
-            n = _map_style_len("data", data, _ACCEPTED)
-        if n == 0:
-            raise ValueError("data: the dataset is empty (0 items)")
+        _, bs = _given_bs(bs, batch_size)
+        bs = DEFAULT_BS if bs is None else bs
+        seed = _check_options(shuffle, drop_last, seed, generator, collate_fn)
+        device = check_device("device", device)
+        tensors, n = _check_data("data", data, _ACCEPTED)
+        if tensors is not None and collate_fn is not None:
+            raise ValueError(
+                "collate_fn: tensors are batched by indexing and never collated; "
+                "pass a map-style dataset (e.g. list(zip(x, y))) to use a collate_fn"
+            )
         n_batches = n // bs if drop_last else math.ceil(n / bs)
         if n_batches == 0:
             raise ValueError(f"drop_last: with {n} items and bs={bs} every item is dropped; lower bs or set drop_last=False")
 
-        self._tensors = tensors
+        self._tensors = tensors  # None for a map-style dataset
+        # a tensor gives (tensor,), a list of tensors a tuple; a TensorDataset or another dataset stays as given
+        self.dataset = tensors if tensors is not None and not isinstance(data, TensorDataset) else data
+        self._data_device = tensors[0].device if tensors is not None else None
         self._collate = collate_fn if collate_fn is not None else default_collate
         self.n, self.bs, self.shuffle, self.drop_last = n, bs, shuffle, drop_last
         self.generator = generator if generator is not None else _new_generator(seed, draw_from_global=shuffle)
         self._n_batches = n_batches
-
-    def _init_from_torch_loader(self, dl, bs, batch_size, shuffle, drop_last, seed, generator, collate_fn) -> None:
-        """Wrap a torch DataLoader: its own sampler, batch size and collate function decide."""
-        if shuffle or seed is not None or generator is not None:
-            raise ValueError(
-                "shuffle, seed and generator: a torch DataLoader's own sampler decides the order; "
-                "build it with shuffle=True (and its generator=) instead"
-            )
-        if collate_fn is not None:
-            raise ValueError("collate_fn: a torch DataLoader collates with its own collate_fn")
-        # bs=64 is the default, so only a different bs counts as given
-        name, given_bs = ("batch_size", batch_size) if batch_size is not None else ("bs", bs if bs != 64 else None)
-        if given_bs is not None and given_bs != dl.batch_size:
-            raise ValueError(f"{name}: a torch DataLoader sets its own batch_size ({dl.batch_size}), got {name}={given_bs}")
-        if drop_last and not dl.drop_last:
-            raise ValueError("drop_last: a torch DataLoader sets its own drop_last (False); build it with drop_last=True")
-        try:
-            n, n_batches = len(dl.dataset), len(dl)
-        except TypeError as e:
-            raise TypeError(
-                f"data: the torch DataLoader's dataset ({type(dl.dataset).__name__}) has no length; "
-                "minilearn needs the number of batches per epoch"
-            ) from e
-        if n == 0:
-            raise ValueError("data: the torch DataLoader's dataset is empty (0 items)")
-        if n_batches == 0:
-            raise ValueError(f"data: the torch DataLoader yields no batches ({n} items, batch_size={dl.batch_size}, drop_last=True)")
-        self._loader, self.dataset, self.n, self._n_batches = dl, dl.dataset, n, n_batches
-        # batch_size is None for a loader built with its own batch_sampler (or without batching)
-        self.bs = dl.batch_size
-        self.drop_last = dl.drop_last
-        sampler = getattr(dl.batch_sampler, "sampler", dl.sampler)
-        self.shuffle = isinstance(sampler, RandomSampler)
-        self.generator = dl.generator
-        self._collate = None
+        self._stop = n_batches * bs  # runs of the order start at 0, bs, 2*bs, ... below this
+        self.device = device
 
     @property
     def device(self) -> torch.device | None:
@@ -279,7 +278,16 @@ class DataLoader:
 
     @device.setter
     def device(self, device: torch.device | str | None) -> None:
-        self._device = _check_device("device", device)
+        self._device = check_device("device", device)
+        # decided here, once, so that each batch only asks "move or not": tensors already on
+        # `device` stay put, a dataset's collated batches (whose device is unknown) are moved
+        self._move_to = None if self._device == self._data_device else self._device
+        self._non_blocking = self._move_to is not None and _non_blocking(self._move_to)
+
+    @property
+    def torch_loader(self) -> TorchDataLoader | None:
+        """The wrapped torch DataLoader (a `TorchLoader`'s), or None when minilearn batches the data itself."""
+        return None
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
@@ -287,77 +295,45 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[tuple]:
         """Yield one epoch of batches (tuples), every item once unless `drop_last` cuts the remainder."""
-        if self._tensors is not None:
-            return self._iter_tensors()
-        if self._loader is not None:
-            return self._iter_torch_loader()
-        return self._iter_map_style()
+        order, bs = self._pass_order(), self.bs
+        for i in range(0, self._stop, bs):
+            yield self._batch(order[i : i + bs])
 
-    def _iter_tensors(self) -> Iterator[tuple]:
-        """The fast path: slice one permutation (or plain ranges) into every tensor."""
-        tensors, bs, device = self._tensors, self.bs, self._device
-        stop = self._n_batches * bs
-        data_device = tensors[0].device
-        move = device is not None and device != data_device
-        non_blocking = move and _non_blocking(device)
-        if self.shuffle:
-            perm = torch.randperm(self.n, generator=self.generator)
-            if data_device.type != "cpu":
-                perm = perm.to(data_device)  # once per epoch, so each batch indexes on the data's device
-            for i in range(0, stop, bs):
-                idx = perm[i : i + bs]
-                b = tuple([t[idx] for t in tensors])
-                yield tuple([t.to(device, non_blocking=non_blocking) for t in b]) if move else b
-        else:
-            for i in range(0, stop, bs):
-                b = tuple([t[i : i + bs] for t in tensors])
-                yield tuple([t.to(device, non_blocking=non_blocking) for t in b]) if move else b
-
-    def _iter_map_style(self) -> Iterator[tuple]:
-        """Fetch items by index and collate them, for datasets that are not tensors."""
-        data, bs, collate, device = self.dataset, self.bs, self._collate, self._device
-        stop = self._n_batches * bs
-        order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else range(self.n)
-        for i in range(0, stop, bs):
-            b = _as_tuple(collate([data[j] for j in order[i : i + bs]]))
-            yield b if device is None else _move(b, device, _non_blocking(device))
-
-    def _iter_torch_loader(self) -> Iterator[tuple]:
-        """Iterate the wrapped torch DataLoader, making batches tuples on `device`."""
-        device = self._device
-        for b in self._loader:
-            b = _as_tuple(b)
-            yield b if device is None else _move(b, device, _non_blocking(device))
-
-    # -- by index, for splitting a loader's batches across processes (minilearn.callbacks.distributed)
-    @property
-    def torch_loader(self) -> TorchDataLoader | None:
-        """The wrapped torch DataLoader, or None when minilearn batches the data itself."""
-        return self._loader
-
+    # -- the batching path, public for splitting a pass across processes (minilearn.distributed)
     def epoch_order(self) -> torch.Tensor:
         """One pass's item order, drawn as `iter(self)` draws it: a permutation from `generator`
         when shuffling (advancing it, as an epoch does), else 0..n-1. Batch k is the k-th run of
         `bs` indices; `len(self)` batches, so `drop_last` leaves the remainder out."""
-        if self._loader is not None:
-            raise TypeError("epoch_order: a wrapped torch DataLoader's own sampler decides its order")
         if self.shuffle:
             return torch.randperm(self.n, generator=self.generator)
         return torch.arange(self.n)
 
     def fetch(self, idx: torch.Tensor) -> tuple:
-        """The batch of the items at indices `idx` (a 1-d int64 tensor), as a tuple on `device`."""
-        if self._loader is not None:
-            raise TypeError("fetch: a wrapped torch DataLoader fetches its own batches")
-        device = self._device
+        """The batch of the items at indices `idx` (a 1-d int64 tensor, on any device), as a tuple on `device`."""
+        return self._batch(self._as_index(idx))
+
+    def _as_index(self, idx: torch.Tensor) -> torch.Tensor | list[int]:
+        """`idx` in the form `_batch` takes: on the tensors' device, or a list of ints for a dataset."""
+        return idx.to(self._data_device) if self._tensors is not None else idx.tolist()
+
+    def _pass_order(self) -> torch.Tensor | list[int] | range | _InOrder:
+        """This pass's `epoch_order()` in the form `_batch` takes, converted once per pass, not per batch."""
+        if self.shuffle:
+            # the permutation goes to the tensors' device here, so no batch copies an index
+            return self._as_index(self.epoch_order())
+        # in order: plain slices, so tensor batches are views of the data
+        return _IN_ORDER if self._tensors is not None else range(self.n)
+
+    def _batch(self, idx: Any) -> tuple:
+        """The batch at `idx` (from `_as_index`, or a run of `_pass_order()`) as a tuple on `device`.
+
+        This is the hot loop: all the deciding (which data, whether to move) was done before."""
+        move = self._move_to
         if self._tensors is not None:
-            data_device = self._tensors[0].device
-            b = tuple([t[idx.to(data_device)] for t in self._tensors])
-            move = device is not None and device != data_device
-        else:
-            b = _as_tuple(self._collate([self.dataset[j] for j in idx.tolist()]))
-            move = device is not None
-        return _move(b, device, _non_blocking(device)) if move else b
+            b = tuple([t[idx] for t in self._tensors])
+            return b if move is None else tuple([t.to(move, non_blocking=self._non_blocking) for t in b])
+        b = _as_tuple(self._collate([self.dataset[j] for j in idx]))
+        return b if move is None else _move(b, move, self._non_blocking)
 
     def one_batch(self) -> tuple:
         """The first batch of a fresh epoch, leaving the shuffling generator where it was.
@@ -379,12 +355,95 @@ class DataLoader:
         )
 
 
+class TorchLoader(DataLoader):
+    """A torch `DataLoader` as a minilearn one: what `DataLoader(torch_dl, ...)` returns.
+
+    The torch loader is iterated as it is (its sampler decides the order, its `batch_size`,
+    `drop_last`, `collate_fn` and workers are used) and each batch is made a tuple and moved to
+    `device`. It takes DataLoader's arguments so `DataLoader(torch_dl, device=...)` works; the
+    settings the torch loader owns (shuffle, seed, generator, collate_fn, a different batch size,
+    drop_last) are errors. `bs`, `shuffle`, `drop_last`, `generator`, `dataset` and `n` are read from
+    it; `torch_loader` is it. It has no `epoch_order` / `fetch`: its sampler orders and fetches.
+    """
+
+    def __init__(
+        self,
+        data: TorchDataLoader,
+        bs: int | None = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        collate_fn: Callable[[list], Any] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        # -- check every argument before doing any work
+        bs_name, given_bs = _given_bs(bs, batch_size)
+        seed = _check_options(shuffle, drop_last, seed, generator, collate_fn)
+        device = check_device("device", device)
+        if not isinstance(data, TorchDataLoader):
+            raise TypeError(f"data: expected a torch DataLoader, got {type(data).__name__}")
+        dl = data
+        if shuffle or seed is not None or generator is not None:
+            raise ValueError(
+                "shuffle, seed and generator: a torch DataLoader's own sampler decides the order; "
+                "build it with shuffle=True (and its generator=) instead"
+            )
+        if collate_fn is not None:
+            raise ValueError("collate_fn: a torch DataLoader collates with its own collate_fn")
+        if given_bs is not None and given_bs != dl.batch_size:
+            raise ValueError(f"{bs_name}: a torch DataLoader sets its own batch_size ({dl.batch_size}), got {bs_name}={given_bs}")
+        if drop_last and not dl.drop_last:
+            raise ValueError("drop_last: a torch DataLoader sets its own drop_last (False); build it with drop_last=True")
+        try:
+            n, n_batches = len(dl.dataset), len(dl)
+        except TypeError as e:
+            raise TypeError(
+                f"data: the torch DataLoader's dataset ({type(dl.dataset).__name__}) has no length; "
+                "minilearn needs the number of batches per epoch"
+            ) from e
+        if n == 0:
+            raise ValueError("data: the torch DataLoader's dataset is empty (0 items)")
+        if n_batches == 0:
+            raise ValueError(f"data: the torch DataLoader yields no batches ({n} items, batch_size={dl.batch_size}, drop_last=True)")
+
+        self._loader, self.dataset, self.n, self._n_batches = dl, dl.dataset, n, n_batches
+        # batch_size is None for a loader built with its own batch_sampler (or without batching)
+        self.bs = dl.batch_size
+        self.drop_last = dl.drop_last
+        sampler = getattr(dl.batch_sampler, "sampler", dl.sampler)
+        self.shuffle = isinstance(sampler, RandomSampler)
+        self.generator = dl.generator
+        self._data_device = None  # the torch loader's batches may land anywhere: move them when asked
+        self.device = device
+
+    @property
+    def torch_loader(self) -> TorchDataLoader:
+        """The wrapped torch DataLoader."""
+        return self._loader
+
+    def __iter__(self) -> Iterator[tuple]:
+        """Iterate the wrapped torch DataLoader, making batches tuples on `device`."""
+        for b in self._loader:
+            b = _as_tuple(b)
+            yield b if self._move_to is None else _move(b, self._move_to, self._non_blocking)
+
+    def epoch_order(self) -> torch.Tensor:
+        """Not available: a torch DataLoader's own sampler decides its order."""
+        raise TypeError("epoch_order: a wrapped torch DataLoader's own sampler decides its order")
+
+    def fetch(self, idx: torch.Tensor) -> tuple:
+        """Not available: a torch DataLoader fetches its own batches."""
+        raise TypeError("fetch: a wrapped torch DataLoader fetches its own batches")
+
+
 def _as_loader(name: str, dl: Any) -> DataLoader:
-    """Return `dl` as a minilearn DataLoader, wrapping a torch one."""
+    """Return `dl` as a minilearn DataLoader, wrapping a torch one in a `TorchLoader`."""
     if isinstance(dl, DataLoader):
         return dl
     if isinstance(dl, TorchDataLoader):
-        return DataLoader(dl)
+        return TorchLoader(dl)
     raise TypeError(f"{name}: expected a minilearn or torch DataLoader, got {type(dl).__name__}")
 
 
@@ -396,7 +455,7 @@ class DataLoaders:
     def __init__(self, *loaders: DataLoader | TorchDataLoader, device: torch.device | str | None = None) -> None:
         if not loaders:
             raise ValueError("loaders: expected at least one DataLoader (the training one), got none")
-        device = _check_device("device", device)
+        device = check_device("device", device)
         self.loaders: list[DataLoader] = [_as_loader(f"loaders[{i}]", dl) for i, dl in enumerate(loaders)]
         self._device = device
         if device is not None:
@@ -434,7 +493,7 @@ class DataLoaders:
 
     def to(self, device: torch.device | str | None) -> "DataLoaders":
         """Send every loader's batches to `device` (as fastai's `dls.to`); returns self."""
-        device = _check_device("device", device)
+        device = check_device("device", device)
         self._device = device
         for dl in self.loaders:
             dl.device = device
@@ -477,9 +536,9 @@ class DataLoaders:
             raise ValueError(f"{missing}: {given} was given without {missing}; pass both or neither")
         if valid_x is not None:
             _check_xy("valid_x", "valid_y", valid_x, valid_y)
-        bs = _check_bs("bs", bs)
-        val_bs = bs if val_bs is None else _check_bs("val_bs", val_bs)
-        _check_device("device", device)
+        bs = check_int("bs", bs, 1)
+        val_bs = bs if val_bs is None else check_int("val_bs", val_bs, 1)
+        check_device("device", device)
         train = DataLoader((x, y), bs=bs, shuffle=shuffle, drop_last=drop_last, seed=seed, device=device)
         if valid_x is None:
             return cls(train, device=device)
@@ -501,39 +560,18 @@ class DataLoaders:
         collate_fn: Callable[[list], Any] | None = None,
     ) -> "DataLoaders":
         """Loaders over map-style datasets (or TensorDatasets): shuffled train, ordered valid."""
-        bs = _check_bs("bs", bs)
-        val_bs = bs if val_bs is None else _check_bs("val_bs", val_bs)
-        _check_device("device", device)
+        bs = check_int("bs", bs, 1)
+        val_bs = bs if val_bs is None else check_int("val_bs", val_bs, 1)
+        check_device("device", device)
         for name, ds in (("train_ds", train_ds), ("valid_ds", valid_ds)):
             if isinstance(ds, TorchDataLoader):
                 raise TypeError(f"{name}: expected a dataset, got a torch DataLoader; pass it to DataLoaders(...) instead")
         # both checked before a loader is built, so bad input fails before any work
-        _check_dataset("train_ds", train_ds)
+        _check_data("train_ds", train_ds, _ACCEPTED_DATASET)
         if valid_ds is not None:
-            _check_dataset("valid_ds", valid_ds)
+            _check_data("valid_ds", valid_ds, _ACCEPTED_DATASET)
         train = DataLoader(train_ds, bs=bs, shuffle=shuffle, drop_last=drop_last, seed=seed, device=device, collate_fn=collate_fn)
         if valid_ds is None:
             return cls(train, device=device)
         valid = DataLoader(valid_ds, bs=val_bs, shuffle=False, drop_last=False, device=device, collate_fn=collate_fn)
         return cls(train, valid, device=device)
-
-
-def _check_xy(x_name: str, y_name: str, x: Any, y: Any) -> None:
-    """Check `x` and `y` are tensors of the same length, naming them in the error."""
-    for name, t in ((x_name, x), (y_name, y)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() == 0:
-            raise ValueError(f"{name}: expected a tensor with at least one dimension, got a 0-d tensor")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{x_name} and {y_name}: must have the same length, got {x.shape[0]} and {y.shape[0]}")
-
-
-def _check_dataset(name: str, ds: Any) -> None:
-    """Check `ds` is a non-empty dataset the DataLoader accepts, naming it in the error."""
-    if isinstance(ds, TensorDataset):
-        n = _check_tensors(name, tuple(ds.tensors))
-    else:
-        n = _map_style_len(name, ds, "a map-style dataset (with __len__ and __getitem__) or a TensorDataset")
-    if n == 0:
-        raise ValueError(f"{name}: the dataset is empty (0 items)")

@@ -9,10 +9,11 @@ it is missing and the internet is reachable. torchvision is imported only when M
 import functools
 import os
 import pathlib
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from minilearn.checks import check_bool, check_int, check_number
 
 __all__ = [
     "data_root",
@@ -38,20 +39,6 @@ def data_root(root: str | os.PathLike | None = None) -> pathlib.Path:
     elif not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root: expected a str, a path or None, got {type(root).__name__}")
     return pathlib.Path(root).expanduser()
-
-
-def _check_bool(name: str, value: Any) -> None:
-    """Raise a TypeError naming `name` unless `value` is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected True or False, got {value!r} ({type(value).__name__})")
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    """Raise naming `name` unless `value` is an int of at least `low`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {value!r} ({type(value).__name__})")
-    if value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,8 +79,8 @@ def mnist(root: str | os.PathLike | None = None, train: bool = True, flatten: bo
     x is (N, 28, 28), or (N, 784) with `flatten`. Files are read once per process; every call
     returns new tensors, so changing them in place cannot corrupt later calls.
     """
-    _check_bool("train", train)
-    _check_bool("flatten", flatten)
+    check_bool("train", train)
+    check_bool("flatten", flatten)
     data, targets = _mnist_uint8(root, train)
     return _to_float(data, flatten), targets.clone()
 
@@ -106,13 +93,13 @@ def mnist_pair(a: int, b: int, root: str | os.PathLike | None = None, flatten: b
     float32 of shape (N, 1), 1.0 for `a` and 0.0 for `b`, so both fastbook's `mnist_loss` and
     `BCEWithLogitsLoss` take it as it is.
     """
-    _check_int("a", a, 0)
-    _check_int("b", b, 0)
+    a = check_int("a", a, 0)
+    b = check_int("b", b, 0)
     if a > 9 or b > 9:
         raise ValueError(f"a and b: expected digits 0..9, got a={a} and b={b}")
     if a == b:
         raise ValueError(f"a and b: expected two different digits, got a={a} and b={b}")
-    _check_bool("flatten", flatten)
+    check_bool("flatten", flatten)
     out = []
     for train in (True, False):
         data, targets = _mnist_uint8(root, train)
@@ -133,13 +120,10 @@ def synthetic_regression(n: int = 256, n_features: int = 4, noise: float = 0.1, 
 
     It uses its own generator, so it neither reads nor advances torch's global RNG.
     """
-    _check_int("n", n, 1)
-    _check_int("n_features", n_features, 1)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)):
-        raise TypeError(f"noise: expected a float, got {noise!r} ({type(noise).__name__})")
-    if noise < 0:
-        raise ValueError(f"noise: expected a float >= 0, got {noise}")
-    _check_int("seed", seed, -(2**63))
+    n = check_int("n", n, 1)
+    n_features = check_int("n_features", n_features, 1)
+    noise = check_number("noise", noise, 0)
+    seed = check_int("seed", seed, -(2**63))
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, n_features, generator=g)
     w = torch.randn(n_features, 1, generator=g)
@@ -154,10 +138,10 @@ def synthetic_classification(n: int = 256, n_features: int = 8, n_classes: int =
     Classes are balanced (they differ by at most one item) and shuffled. It uses its own
     generator, so it neither reads nor advances torch's global RNG.
     """
-    _check_int("n", n, 1)
-    _check_int("n_features", n_features, 1)
-    _check_int("n_classes", n_classes, 2)
-    _check_int("seed", seed, -(2**63))
+    n = check_int("n", n, 1)
+    n_features = check_int("n_features", n_features, 1)
+    n_classes = check_int("n_classes", n_classes, 2)
+    seed = check_int("seed", seed, -(2**63))
     g = torch.Generator().manual_seed(seed)
     # centres spread three times wider than the unit noise keep the clusters nearly separable
     centres = 3 * torch.randn(n_classes, n_features, generator=g)
@@ -174,8 +158,8 @@ def mnist_train_valid(root: str | os.PathLike | None = None, flatten: bool = Tru
     images' mean and divides by their standard deviation, for both sets (an MLP trained with Adam
     or SGD learns much faster on zero-mean inputs).
     """
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit: expected an int >= 1 or None, got {limit!r}")
+    if limit is not None:
+        limit = check_int("limit", limit, 1)
     x, y = mnist(root=root, train=True, flatten=flatten)
     valid_x, valid_y = mnist(root=root, train=False, flatten=flatten)
     if limit is not None:

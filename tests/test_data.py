@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import TensorDataset
 
-from minilearn.data import DataLoader, DataLoaders, to_device
+from minilearn.data import DataLoader, DataLoaders, TorchLoader, to_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -100,6 +100,55 @@ def test_unshuffled_order_is_identity_and_batches_are_views():
     assert xb.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
 
 
+def test_every_unshuffled_batch_is_a_view_and_shuffled_batches_index_the_permutation():
+    x, y = make_xy(103)
+    for i, (xb, yb) in enumerate(DataLoader((x, y), bs=10)):
+        # a view of rows 10*i onwards: same storage, starting at that row, no copy made
+        assert xb._base is x and yb._base is y
+        assert xb.data_ptr() == x[10 * i :].data_ptr() and torch.equal(xb, x[10 * i : 10 * i + 10])
+    perm = torch.randperm(103, generator=torch.Generator().manual_seed(4))
+    batches = list(DataLoader((x, y), bs=10, shuffle=True, generator=torch.Generator().manual_seed(4)))
+    assert len(batches) == 11
+    for i, (xb, yb) in enumerate(batches):
+        idx = perm[10 * i : 10 * i + 10]
+        assert torch.equal(xb, x[idx]) and torch.equal(yb, y[idx])
+        assert xb._base is None and xb.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+
+
+def test_tensors_and_a_map_style_dataset_of_them_give_identical_batches():
+    x, y = make_xy(103)
+    for shuffle, drop_last in [(False, False), (True, False), (True, True)]:
+        on_tensors = DataLoader((x, y), bs=10, shuffle=shuffle, drop_last=drop_last, seed=9)
+        on_items = DataLoader(list(zip(x, y)), bs=10, shuffle=shuffle, drop_last=drop_last, seed=9)
+        for _ in range(2):  # later epochs too: both draw from their generator alike
+            a, b = list(on_tensors), list(on_items)
+            assert len(a) == len(b) == len(on_tensors)
+            for (xa, ya), (xb, yb) in zip(a, b):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(on_tensors.generator.get_state(), on_items.generator.get_state())
+
+
+@pytest.mark.parametrize("map_style", [False, True])
+@pytest.mark.parametrize("shuffle, drop_last", [(False, False), (True, False), (True, True)])
+def test_iterating_is_fetching_each_run_of_bs_indices_of_the_epoch_order(map_style, shuffle, drop_last):
+    x, y = make_xy(103)
+    dl = DataLoader(list(zip(x, y)) if map_style else (x, y), bs=10, shuffle=shuffle, drop_last=drop_last, seed=2)
+    list(dl)  # not the first epoch, so the generator has moved on
+    state = dl.generator.get_state()
+    batches = list(dl)
+    after = dl.generator.get_state()
+    dl.generator.set_state(state)
+    order = dl.epoch_order()
+    assert order.dtype == torch.int64 and order.shape == (103,)
+    assert sorted(order.tolist()) == list(range(103)) and (order.tolist() == list(range(103))) is not shuffle
+    fetched = [dl.fetch(order[i : i + 10]) for i in range(0, len(dl) * 10, 10)]
+    assert torch.equal(dl.generator.get_state(), after)  # one draw per pass, as iterating
+    assert len(fetched) == len(batches) == len(dl)
+    for (xf, yf), (xb, yb) in zip(fetched, batches):
+        assert torch.equal(xf, xb) and torch.equal(yf, yb)
+    assert all(type(b) is tuple for b in fetched)
+
+
 def test_same_seed_gives_the_same_batches_and_epochs_differ():
     x, y = make_xy(103)
     a = DataLoader((x, y), bs=10, shuffle=True, seed=42)
@@ -178,6 +227,23 @@ def test_batch_size_is_an_alias_for_bs():
         DataLoader((x, y), bs=10, batch_size=25)
 
 
+def test_bs_and_batch_size_with_different_values_is_an_error_even_when_bs_is_64():
+    x, y = make_xy(100)
+    with pytest.raises(ValueError, match="bs and batch_size.*bs=64 and batch_size=32"):
+        DataLoader((x, y), bs=64, batch_size=32)
+    with pytest.raises(ValueError, match="bs and batch_size.*bs=32 and batch_size=64"):
+        DataLoader((x, y), bs=32, batch_size=64)
+    tdl = TorchDataLoader(TensorDataset(x, y), batch_size=32)
+    with pytest.raises(ValueError, match="bs and batch_size"):
+        DataLoader(tdl, bs=64, batch_size=32)
+    # bs=64 given on purpose is checked against the torch loader's own batch size
+    with pytest.raises(ValueError, match=r"bs: a torch DataLoader sets its own batch_size \(32\), got bs=64"):
+        DataLoader(tdl, bs=64)
+    # the default is still fastai's 64
+    assert DataLoader((x, y)).bs == 64 and type(DataLoader((x, y)).bs) is int
+    assert DataLoader((x, y), bs=64).bs == 64 and DataLoader((x, y), batch_size=64).bs == 64
+
+
 def test_attributes():
     x, y = make_xy(30)
     dl = DataLoader((x, y), bs=7, shuffle=True, drop_last=True, seed=0, device="cpu")
@@ -233,6 +299,26 @@ def test_wraps_a_torch_dataloader():
     assert ordered.shuffle is False and ordered.drop_last is True and len(ordered) == 3
     assert epoch_ids(ordered) == list(range(48))
     assert DataLoader(tdl, batch_size=16).bs == 16
+
+
+def test_a_torch_dataloader_is_wrapped_in_a_torch_loader():
+    x, y = make_xy(50)
+    tdl = TorchDataLoader(TensorDataset(x, y), batch_size=16)
+    dl = DataLoader(tdl)
+    assert type(dl) is TorchLoader and isinstance(dl, DataLoader)
+    assert dl.torch_loader is tdl and epoch_ids(dl) == list(range(50))
+    assert type(DataLoader(tdl, device="cpu", batch_size=16)) is TorchLoader
+    assert type(TorchLoader(tdl)) is TorchLoader and TorchLoader(tdl).torch_loader is tdl
+    assert type(DataLoaders(tdl).train) is TorchLoader
+    plain = DataLoader((x, y), bs=16)
+    assert type(plain) is DataLoader and plain.torch_loader is None
+    assert type(DataLoader(list(zip(x, y)))) is DataLoader
+    with pytest.raises(TypeError, match="epoch_order"):
+        dl.epoch_order()
+    with pytest.raises(TypeError, match="fetch"):
+        dl.fetch(torch.arange(3))
+    with pytest.raises(TypeError, match="data: expected a torch DataLoader"):
+        TorchLoader((x, y))
 
 
 def test_wrapped_torch_dataloader_rejects_settings_it_owns():
@@ -317,6 +403,14 @@ def test_other_bad_arguments_are_rejected():
         DataLoader((x, y), collate_fn=list)
     with pytest.raises(TypeError, match="device"):
         DataLoader((x, y), device=1.0)
+
+
+def test_fetch_gives_the_batch_at_the_indices_on_the_loader_device():
+    x, y = make_xy(20)
+    idx = torch.tensor([5, 0, 17])
+    for data in ((x, y), list(zip(x, y))):
+        xb, yb = DataLoader(data, bs=4, device="cpu").fetch(idx)
+        assert torch.equal(xb, x[idx]) and torch.equal(yb, y[idx]) and xb.device.type == "cpu"
 
 
 # -- DataLoaders
@@ -457,3 +551,7 @@ def test_cuda_resident_tensors_are_indexed_on_the_gpu():
     host_to_device = [e for e in prof.events() if "HtoD" in e.name]
     # one copy of the permutation per epoch, not one index copy per batch (101 batches here)
     assert len(host_to_device) == 1, [e.name for e in host_to_device]
+    # fetch takes indices from anywhere (the distributed loader passes CPU ones)
+    xb, yb = on_gpu.fetch(torch.tensor([7, 2]))
+    assert xb.is_cuda and torch.equal(yb.cpu(), y[[7, 2]])
+    assert DataLoader((x, y), bs=10, device="cuda").fetch(torch.tensor([7, 2]))[0].is_cuda
