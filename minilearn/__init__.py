@@ -11,12 +11,12 @@ from minilearn.callback import (
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
 from minilearn.callbacks.schedule import (
-    LRFinder, ParamScheduler, SchedCos, SchedExp, SchedLin, SchedNo, SchedPoly, combine_scheds, combined_cos,
-    minimum, slide, steep, valley,
+    ParamScheduler, SchedCos, SchedExp, SchedLin, SchedNo, SchedPoly, combine_scheds, combined_cos,
 )
-from minilearn.callbacks.distributed import (
-    DistributedDL, DistributedTrainer, distrib_barrier, distrib_ctx, is_rank0, num_distrib, rank_distrib, setup_distrib,
-    teardown_distrib,
+from minilearn.callbacks.lr_find import LRFinder, minimum, slide, steep, valley
+from minilearn.callbacks.distributed import DistributedTrainer, distrib_ctx
+from minilearn.distributed import (
+    DistributedDL, distrib_barrier, is_rank0, num_distrib, rank_distrib, setup_distrib, teardown_distrib,
 )
 from minilearn.callbacks.logger import CSVLogger
 from minilearn.callbacks.tracker import (
@@ -24,16 +24,16 @@ from minilearn.callbacks.tracker import (
 )
 from minilearn.callbacks.training import GradientAccumulation, GradientClip, MixedPrecision
 from minilearn.export import InferenceLearner, load_learner
-from minilearn.data import DataLoader, DataLoaders
+from minilearn.data import DataLoader, DataLoaders, TorchLoader
 from minilearn.learner import Learner
 from minilearn.metrics import (
     AccumMetric, AvgLoss, AvgMetric, AvgSmoothLoss, Metric, StatefulMetric, accuracy, accuracy_multi,
     batch_accuracy, error_rate, mae, mnist_loss, mse,
 )
 from minilearn.optim import (
-    SGD, Adam, BaseOptimizer, Lamb, Lookahead, OptimWrapper, Optimizer, RAdam, RMSProp, even_mults, make_opt_func,
-    norm_bias_params, params_for_torch, ranger,
+    SGD, Adam, BaseOptimizer, Lamb, Lookahead, Optimizer, RAdam, RMSProp, even_mults, norm_bias_params, ranger,
 )
+from minilearn.optim_torch import OptimWrapper, make_opt_func, params_for_torch
 from minilearn import datasets, scratch
 from minilearn.scratch import ScratchBackward
 
@@ -51,7 +51,7 @@ __all__ = [
     "AccumMetric", "AvgLoss", "AvgMetric", "AvgSmoothLoss", "Callback", "CancelBackwardException",
     "CancelBatchException", "CancelEpochException", "CancelFitException", "CancelStepException",
     "CancelTrainException", "CancelValidException", "DataLoader", "DataLoaders", "GatherPredsCallback",
-    "Learner", "Metric", "Optimizer", "ProgressCallback", "Recorder", "SGD", "StatefulMetric",
+    "Learner", "Metric", "Optimizer", "ProgressCallback", "TorchLoader", "Recorder", "SGD", "StatefulMetric",
     "TrainEvalCallback", "accuracy", "accuracy_multi", "batch_accuracy", "datasets", "error_rate",
     "mae", "mnist_loss", "mse",
 ]

@@ -11,6 +11,8 @@ import re
 
 import torch
 
+from minilearn.distributed import all_gather_cat
+
 # The shape of a fit, one row per event: (nesting depth, event, phase). Batch events appear twice,
 # for training (phase True) and validation (phase False); an `after_cancel_<x>` runs only when
 # a Cancel<X>Exception was raised in `<x>`, right before `after_<x>`.
@@ -88,6 +90,24 @@ def add_note(e: BaseException, note: str) -> None:
         e.__notes__ = [*getattr(e, "__notes__", []), note]
 
 
+def note_once(e: BaseException, note: str) -> None:
+    """Add `note` to the exception unless minilearn already noted where it arose."""
+    if not any(n.startswith("minilearn: ") for n in getattr(e, "__notes__", [])):
+        add_note(e, note)
+
+
+def where_in_loop(learn) -> str:
+    """Where in the loop an error arose, with what the model was given (for the error's note)."""
+    def describe(ts):
+        return ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')} on {t.device}"
+                         if isinstance(t, torch.Tensor) else type(t).__name__ for t in ts) or "nothing"
+    param = next(learn.model.parameters(), None)
+    model = f"{str(param.dtype).replace('torch.', '')} on {param.device}" if param is not None else "no parameters"
+    phase = "training" if learn.training else "validation"
+    return (f"minilearn: raised at epoch {learn.epoch}, {phase} batch {learn.iter}; inputs: {describe(learn.xb)}; "
+            f"targets: {describe(learn.yb)}; model parameters: {model}")
+
+
 def snake_case(name: str) -> str:
     """`EarlyStoppingCallback` -> `early_stopping_callback` (fastai's camel2snake)."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
@@ -112,6 +132,10 @@ class Callback:
     order: int = 0
     run_train: bool = True
     run_valid: bool = True
+    # The learner's side runs this callback stays out of: "lr_find" (the LR finder's short fit)
+    # and "validate" (a stand-alone `validate` / `get_preds`). Callbacks that keep a run's record
+    # (the Recorder, the table, trackers, loggers) sit out the side runs that are not the run.
+    sits_out: tuple[str, ...] = ()
     learn = None
 
     @property
@@ -144,6 +168,15 @@ class Callback:
 
     def __repr__(self) -> str:
         return type(self).__name__
+
+
+def print_training_loop(cbs) -> None:
+    """Print the events of a fit, indented by nesting, with the callbacks of `cbs` that run at each."""
+    for depth, event, training in LOOP_LAYOUT:
+        names = [type(cb).__name__ for cb in cbs if callable(getattr(cb, event, None))
+                 and cb.runs_at(event, training if training is not None else True)]
+        label = f"{'  ' * depth}{event}" + (" (train)" if training else " (valid)" if training is False else "")
+        print(f"{label:<36}: {', '.join(names)}" if names else label)
 
 
 class TrainEvalCallback(Callback):
@@ -188,6 +221,12 @@ class GatherPredsCallback(Callback):
         self.preds.append(self.learn.pred.detach())
         if self.learn.yb:
             self.targs.append(self.learn.yb[0].detach())
+
+    def sync(self) -> None:
+        """Under torch.distributed: every process's predictions and targets, in rank order."""
+        preds, targs = all_gather_cat(self.preds), all_gather_cat(self.targs)
+        self.preds = [preds] if preds is not None else []
+        self.targs = [targs] if targs is not None else []
 
     def result(self):
         """All predictions and targets (None for unlabelled data), concatenated, on the CPU."""

@@ -1,16 +1,98 @@
-"""Writing and reading files safely: atomic writes, and checkpoints that cannot run code."""
+"""Checkpoints: a learner's weights, optimiser state, epoch and random number generators, written
+atomically and read back checked, in files that cannot run code when loaded.
+
+`Learner.save` / `Learner.load` / `Learner.rng_state` call the functions of a learner here. The
+file is a `torch.save` of plain data:
+
+    {"model": state_dict, "epoch": int, "rng": rng_state(), "opt": optimiser state_dict (with_opt)}
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pickle
+import random
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import torch
+
+from minilearn.distributed import distrib_barrier, is_rank0
+
+
+# ---------------------------------------------------------------- a learner's checkpoints
+def checkpoint_path(learn, name: str | Path) -> Path:
+    """Where `save(name)` writes: `path/model_dir/<name>.pth` (an absolute name is kept)."""
+    name = Path(name)
+    name = name if name.suffix else name.with_suffix(".pth")
+    return name if name.is_absolute() else learn.path / learn.model_dir / name
+
+
+def save_learner(learn, name: str | Path, with_opt: bool = True) -> Path:
+    """Write `learn`'s weights, optimiser state, epoch and RNG states to `checkpoint_path(name)`."""
+    path = checkpoint_path(learn, name)
+    if not is_rank0():  # under torch.distributed only rank 0 writes (every rank holds the same weights)
+        distrib_barrier()
+        return path
+    state = {"model": learn.model.state_dict(), "epoch": learn.epoch, "rng": rng_state(learn.dls.loaders)}
+    if with_opt and learn.opt is not None:
+        state["opt"] = learn.opt.state_dict()
+    save_checkpoint(state, path)
+    distrib_barrier()  # every process may load it next (a no-op in a single process)
+    return path
+
+
+def load_learner_state(learn, name: str | Path, with_opt: bool = True, with_rng: bool = False, device=None,
+                       strict: bool = True) -> None:
+    """Put what `save_learner` wrote back into `learn`, checked in full before anything changes."""
+    path = checkpoint_path(learn, name)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    saved = ckpt.get("model")
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint {path}: no model weights in it")
+    check_weights_fit(learn.model, saved, path, strict)
+    if with_opt and "opt" in ckpt:
+        if learn.opt is None:
+            learn.create_opt()
+        learn.opt.load_state_dict(ckpt["opt"])  # checks its own structure before changing anything
+    learn.model.load_state_dict(saved, strict=strict)
+    if with_rng and "rng" in ckpt:
+        set_rng_state(ckpt["rng"], learn.dls.loaders)
+        learn.epoch = ckpt.get("epoch", learn.epoch)
+    if device is not None:
+        learn.model.to(device)
+
+
+# ---------------------------------------------------------------- random number generators
+def rng_state(loaders=()) -> dict:
+    """The random number generators: torch's (CPU and CUDA), Python's, and each loader's."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if cuda else [],
+        "python": random.getstate(),
+        "loaders": [dl.generator.get_state() if getattr(dl, "generator", None) is not None else None
+                    for dl in loaders],
+    }
+
+
+def set_rng_state(state: dict, loaders=()) -> None:
+    """Put back what `rng_state()` returned."""
+    torch.set_rng_state(state["torch"].cpu())
+    # CUDA generators only where the same number of GPUs is there (a GPU run resumed on a CPU
+    # keeps the CPU state, the one its data order and dropout on the CPU depend on)
+    if state["cuda"] and torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    random.setstate(state["python"])
+    for dl, s in zip(loaders, state["loaders"]):
+        if s is not None:
+            dl.generator.set_state(s.cpu())
+
+
+# ---------------------------------------------------------------- files
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:

@@ -17,12 +17,15 @@ weights into a model made by your own code: the file itself never supplies code.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from minilearn.files import check_weights_fit, load_checkpoint, save_checkpoint
+from minilearn.checkpoint import check_weights_fit, load_checkpoint, save_checkpoint
+from minilearn.distributed import distrib_barrier, is_rank0
+from minilearn.torch_basics import kept_modes
 
 FORMAT, VERSION = "minilearn-export", 1
 
@@ -85,6 +88,29 @@ def export_model(model: nn.Module, path: str | Path, item_ndim: int) -> Path:
                             "architecture": describe(model), "item_ndim": item_ndim}, path)
 
 
+# ---------------------------------------------------------------- from a Learner
+def export_learner(learn, fname: str | Path = "export.pth") -> Path:
+    """`Learner.export`: the model for inference in `learn.path/fname` (rank 0 writes, all wait)."""
+    fname = Path(fname)
+    path = fname if fname.is_absolute() else learn.path / fname
+    if is_rank0():
+        export_model(learn.model, path, item_ndim=item_ndim(learn))
+    distrib_barrier()
+    return path
+
+
+# dimensions of one input item, per training loader: looked up once, as a batch may be costly to make
+_ITEM_NDIM: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def item_ndim(learn) -> int:
+    """Dimensions of one input item (to tell an item from a batch): the training batch's, less one."""
+    dl = learn.dls.train
+    if dl not in _ITEM_NDIM:
+        _ITEM_NDIM[dl] = dl.one_batch()[0].ndim - 1
+    return _ITEM_NDIM[dl]
+
+
 class InferenceLearner:
     """What `load_learner` gives: a model in eval mode and `predict` / `get_preds` for new data."""
 
@@ -106,13 +132,9 @@ def predict(model: nn.Module, x: torch.Tensor, item_ndim: int, device) -> torch.
     if not single and x.ndim != item_ndim + 1:
         raise ValueError(f"x: expected one item with {item_ndim} dimension(s) or a batch with {item_ndim + 1}, "
                          f"got shape {tuple(x.shape)}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x.unsqueeze(0).to(device) if single else x.to(device))
-    finally:
-        model.train(was_training)
+    with kept_modes(model), torch.no_grad():
+        model.eval()
+        out = model(x.unsqueeze(0).to(device) if single else x.to(device))
     out = out.cpu()
     return out[0] if single else out
 

@@ -8,15 +8,17 @@
     6. repeat    for every batch of every epoch
     7. stop      after n_epoch epochs, or when a callback raises CancelFitException
 
-The loop is the block of methods from `fit` to `_do_one_batch`; the rest is plumbing.
+The loop is the block of methods from `fit` to `_do_one_batch`; then come event dispatch, the
+loop's state, the optimiser, callbacks and validation. Every other feature lives in the module of
+its concern, beside its callback, and is reached through a short method here that calls it:
+schedules (`minilearn.callbacks.schedule`), the LR finder (`callbacks.lr_find`), checkpoints
+(`minilearn.checkpoint`), export (`minilearn.export`), several processes (`callbacks.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import random
-import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -24,24 +26,38 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from minilearn import checkpoint, export
 from minilearn.callback import (
-    BATCH_EVENTS, CANCEL_EXCEPTIONS, LOOP_LAYOUT, Callback, add_note, CancelBackwardException, CancelBatchException,
-    CancelEpochException, CancelFitException, CancelStepException, CancelTrainException,
-    CancelValidException, GatherPredsCallback, TrainEvalCallback,
+    BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
+    CancelFitException, CancelStepException, CancelTrainException, CancelValidException, GatherPredsCallback,
+    TrainEvalCallback, note_once, print_training_loop, where_in_loop,
 )
-from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_barrier, distrib_ctx, is_rank0
-from minilearn.callbacks.logger import CSVLogger
+from minilearn.callbacks import lr_find as lr_finder, progress, schedule
+from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
-from minilearn.callbacks.tracker import TrackerCallback
-from minilearn.callbacks.schedule import (
-    LRFinder, ParamScheduler, SchedCos, combine_scheds, combined_cos, plot_lr_find, suggest, valley,
-)
+from minilearn.checks import as_list, check_callable, check_int, check_lr, check_number
 from minilearn.data import DataLoader, to_device
-from minilearn.export import export_model, predict
-from minilearn.files import check_weights_fit, load_checkpoint, save_checkpoint
-from minilearn.metrics import as_metric
-from minilearn.optim import Adam, OptimWrapper, norm_bias_params
+from minilearn.metrics import as_metrics
+from minilearn.optim import Adam, norm_bias_params
+from minilearn.optim_torch import OptimWrapper, make_optimizer
+from minilearn.torch_basics import kept_modes
+
+# The loop's state, declared once: each attribute, its value when no fit has run, and its scope,
+# which says what puts it back:
+#   "fit"    where training stands: put back after lr_find;
+#   "pass"   where a pass over a loader stands: put back after validate / get_preds (which may run
+#            in the middle of a fit);
+#   "batch"  the batch in hand: put back after validate / get_preds, and dropped at the end of
+#            every fit, so that no tensor of it is kept alive.
+LOOP_STATE: dict[str, tuple[object, str]] = {
+    "epoch": (0, "fit"), "n_epoch": (1, "fit"), "start_epoch": (0, "fit"), "train_iter": (0, "fit"),
+    "pct_train": (0.0, "fit"), "_smooth_loss": (None, "fit"),
+    "training": (False, "pass"), "iter": (0, "pass"), "n_iter": (0, "pass"), "device": (None, "pass"),
+    "n_inp": (1, "pass"), "_batch_on_device": (None, "pass"),
+    "dl": (None, "batch"), "xb": ((), "batch"), "yb": ((), "batch"), "pred": (None, "batch"),
+    "loss": (None, "batch"), "loss_grad": (None, "batch"),
+}
 
 
 class Learner:
@@ -65,16 +81,12 @@ class Learner:
         self.dls, self.model, self.loss_func, self.opt_func = dls, model, loss_func, opt_func
         self.lr, self.wd, self.splitter, self.moms = lr, wd, splitter, moms
         self.wd_bn_bias, self.train_bn = wd_bn_bias, train_bn
-        self.metrics = [as_metric(m) for m in _as_list(metrics)]
-        _check_unique([m.name for m in self.metrics], "metrics")
+        self.metrics = as_metrics(metrics)
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt = None
         self.cbs: tuple[Callback, ...] = ()  # read-only: change it with add_cb / remove_cb
         self._handlers: dict[str, list] = {}
-        self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter = 0, 1, 0, 0, 0
-        self.pct_train, self.training, self._smooth_loss = 0.0, False, None
-        self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
-        self.device, self.n_inp, self.start_epoch, self._batch_on_device = None, 1, 0, None
+        self._reset_state()
         if default_cbs:
             self.add_cbs([TrainEvalCallback(), Recorder(), ProgressCallback()])
         self.add_cbs(cbs)
@@ -88,11 +100,9 @@ class Learner:
         `start_epoch=k` resumes a run at epoch k (after `load(..., with_rng=True)`): epochs
         before k are skipped, and schedules continue where they were.
         """
-        if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 0:
-            raise ValueError(f"n_epoch: expected an int >= 0, got {n_epoch!r}")
-        if not isinstance(start_epoch, int) or isinstance(start_epoch, bool) or not 0 <= start_epoch <= n_epoch:
-            raise ValueError(f"start_epoch: expected an int from 0 to n_epoch ({n_epoch}), got {start_epoch!r}")
-        _check_lr(lr)
+        check_int("n_epoch", n_epoch, low=0)
+        check_int("start_epoch", start_epoch, low=0, high=n_epoch)
+        check_lr(lr)
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()                                  # 1. init (the optimiser)
@@ -131,7 +141,7 @@ class Learner:
             try:
                 self._with_events(self._do_one_batch, "batch", CancelBatchException)
             except BaseException as e:
-                _note_once(e, self._where())
+                note_once(e, where_in_loop(self))
                 raise
 
     def _do_one_batch(self) -> None:
@@ -183,7 +193,7 @@ class Learner:
             except CANCEL_EXCEPTIONS:
                 raise
             except BaseException as e:
-                _note_once(e, f"minilearn: raised in callback {cb.name!r} ({type(cb).__name__}) at event {event!r}")
+                note_once(e, f"minilearn: raised in callback {cb.name!r} ({type(cb).__name__}) at event {event!r}")
                 raise
 
     def _to_device(self) -> None:
@@ -203,23 +213,12 @@ class Learner:
             batch = to_device(batch, self.device)
         return tuple(batch[:self.n_inp]), tuple(batch[self.n_inp:])
 
-    def _where(self) -> str:
-        """Where in the loop an error arose, with what the model was given (for its note)."""
-        def describe(ts):
-            return ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')} on {t.device}"
-                             if isinstance(t, torch.Tensor) else type(t).__name__ for t in ts) or "nothing"
-        param = next(self.model.parameters(), None)
-        model = f"{str(param.dtype).replace('torch.', '')} on {param.device}" if param is not None else "no parameters"
-        phase = "training" if self.training else "validation"
-        return (f"minilearn: raised at epoch {self.epoch}, {phase} batch {self.iter}; inputs: {describe(self.xb)}; "
-                f"targets: {describe(self.yb)}; model parameters: {model}")
-
     def _end_cleanup(self) -> None:
         """After a fit, normal or not: no half-done gradients, no batch kept alive, and each
         callback's `cleanup_fit` (for what must be released even when a fit raised)."""
         if self.opt is not None:
             self.opt.zero_grad()
-        self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = None, (), (), None, None, None
+        self._reset_state("batch")
         self._cleanup_callbacks()
 
     def _cleanup_callbacks(self) -> None:
@@ -243,16 +242,30 @@ class Learner:
     def smooth_loss(self, value) -> None:
         self._smooth_loss = value
 
+    # ------------------------------------------------------------------ the loop's state
+    def _reset_state(self, *scopes: str) -> None:
+        """Set the loop's state of these scopes (all by default) to its values before any fit."""
+        for name, (default, scope) in LOOP_STATE.items():
+            if not scopes or scope in scopes:
+                setattr(self, name, default)
+
+    @contextlib.contextmanager
+    def kept_state(self, *scopes: str):
+        """Inside the block the loop may run; on leaving, error or not, its state of these scopes
+        (all by default; see `LOOP_STATE`) is put back as it was."""
+        saved = {name: getattr(self, name) for name, (_, scope) in LOOP_STATE.items() if not scopes or scope in scopes}
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+
     # ------------------------------------------------------------------ optimiser
     def create_opt(self) -> None:
         """Make the optimiser over the splitter's parameter groups (or all trainable parameters)."""
         params = self.splitter(self.model) if self.splitter is not None else \
             [p for p in self.model.parameters() if p.requires_grad]
-        if _is_torch_optimizer_class(self.opt_func):
-            self.opt = OptimWrapper(params, opt=self.opt_func, lr=self.lr)
-        else:
-            opt = self.opt_func(params, lr=self.lr)
-            self.opt = OptimWrapper(opt) if isinstance(opt, torch.optim.Optimizer) else opt
+        self.opt = make_optimizer(self.opt_func, params, self.lr)
         if not self.wd_bn_bias and not isinstance(self.opt, OptimWrapper):
             self.opt.exclude_from_wd(norm_bias_params(self.model))
 
@@ -272,54 +285,26 @@ class Learner:
         """Train every parameter group."""
         self.freeze_to(0)
 
-    # ------------------------------------------------------------------ schedules
-    def _lrs_after_setting(self, lr) -> list[float]:
-        """Set the optimiser's lr (a number, list or slice) and read back one value per group."""
-        _check_lr(lr)
-        if self.opt is None:
-            self.create_opt()
-        self.opt.set_hyper("lr", self.lr if lr is None else lr)
-        lrs = [h["lr"] for h in self.opt.hypers]
-        return lrs if len(lrs) > 1 else lrs[0]
-
+    # ------------------------------------------------------------------ features in their own modules
     def fit_one_cycle(self, n_epoch: int, lr_max=None, div: float = 25.0, div_final: float = 1e5,
                       pct_start: float = 0.25, wd: float | None = None, moms=None, cbs=None,
                       reset_opt: bool = False, start_epoch: int = 0) -> None:
         """fastai's one-cycle policy: lr warms up from lr_max/div to lr_max over `pct_start`, then
         anneals to lr_max/div_final, both along cosines; momentum moves the opposite way."""
-        if reset_opt:
-            self.opt = None
-        lr_max = self._lrs_after_setting(lr_max)
-        div_lr = _elementwise_div(lr_max, div)
-        scheds = {"lr": combined_cos(pct_start, div_lr, lr_max, _elementwise_div(lr_max, div_final)),
-                  "mom": combined_cos(pct_start, *(self.moms if moms is None else moms))}
-        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs), start_epoch=start_epoch)
+        schedule.fit_one_cycle(self, n_epoch, lr_max, div, div_final, pct_start, wd, moms, cbs, reset_opt, start_epoch)
 
     def fit_flat_cos(self, n_epoch: int, lr=None, div_final: float = 1e5, pct_start: float = 0.75,
                      wd: float | None = None, cbs=None, reset_opt: bool = False, start_epoch: int = 0) -> None:
         """Constant lr for `pct_start` of training, then a cosine down to lr/div_final."""
-        if reset_opt:
-            self.opt = None
-        lr = self._lrs_after_setting(lr)
-        scheds = {"lr": combined_cos(pct_start, lr, lr, _elementwise_div(lr, div_final))}
-        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs), start_epoch=start_epoch)
+        schedule.fit_flat_cos(self, n_epoch, lr, div_final, pct_start, wd, cbs, reset_opt, start_epoch)
 
     def fit_sgdr(self, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int = 2, wd: float | None = None,
                  cbs=None, reset_opt: bool = False, start_epoch: int = 0) -> None:
         """Warm restarts: `n_cycles` cosines from lr_max to 0, each `cycle_mult` times longer."""
-        if not isinstance(n_cycles, int) or n_cycles < 1 or not isinstance(cycle_len, int) or cycle_len < 1:
-            raise ValueError(f"n_cycles, cycle_len: expected ints >= 1, got {n_cycles!r}, {cycle_len!r}")
-        if reset_opt:
-            self.opt = None
-        lr_max = self._lrs_after_setting(lr_max)
-        lengths = [cycle_len * cycle_mult**i for i in range(n_cycles)]
-        n_epoch = sum(lengths)
-        scheds = {"lr": combine_scheds([n / n_epoch for n in lengths], [SchedCos(lr_max, 0.0) for _ in lengths])}
-        self.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + _as_list(cbs), start_epoch=start_epoch)
+        schedule.fit_sgdr(self, n_cycles, cycle_len, lr_max, cycle_mult, wd, cbs, reset_opt, start_epoch)
 
-    # ------------------------------------------------------------------ lr finder
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
-                show_plot: bool = True, suggest_funcs=(valley,), plot_path: str | Path | None = None):
+                show_plot: bool = True, suggest_funcs=(lr_finder.valley,), plot_path: str | Path | None = None):
         """Train briefly with an exponentially rising lr and suggest one from the loss curve.
 
         It leaves no trace: the weights, the optimiser (and its state), the Recorder, the random
@@ -328,103 +313,18 @@ class Learner:
         `learn.lr_finder` (lrs, losses); `learn.plot_lr_find()` draws it. `show_plot` displays
         the plot in a notebook; `plot_path` saves it as an image (for scripts and terminals).
         """
-        finder = LRFinder(start_lr, end_lr, num_it, stop_div)
-        funcs = tuple(suggest_funcs) if isinstance(suggest_funcs, (list, tuple)) else (suggest_funcs,)
-        n_epoch = finder.num_it // len(self.dls.train) + 1
-        saved = self._snapshot()
-        try:
-            # the table, the history, the CSV log and early stopping / best-model saving sit this out
-            with self.removed_cbs([Recorder, ProgressCallback, TrackerCallback, CSVLogger]):
-                self.fit(n_epoch, cbs=finder)
-        finally:
-            self._restore(saved)
-        self.lr_finder = finder
-        if funcs:
-            finder.suggestions, finder.points = suggest(finder.lrs, finder.losses, finder.num_it, funcs)
-        if show_plot or plot_path is not None:
-            fig = self.plot_lr_find()
-            if plot_path is not None and is_rank0():
-                from minilearn.plotting import save_figure
-                save_figure(fig, plot_path)
-            if show_plot and "IPython" in sys.modules:
-                from minilearn.callbacks.progress import in_notebook
-                if in_notebook():
-                    from IPython.display import display
-                    display(fig)
-        return finder.suggestions
+        return lr_finder.lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot, suggest_funcs, plot_path)
 
     def plot_lr_find(self, skip_end: int = 5):
         """The last lr_find's loss against learning rate (log axis) with its suggestions; a Figure."""
-        finder = getattr(self, "lr_finder", None)
-        if finder is None:
-            raise RuntimeError("plot_lr_find: run learn.lr_find() first")
-        names = finder.suggestions._fields if finder.suggestions is not None else ()
-        return plot_lr_find(finder.lrs, finder.losses, finder.points, names, skip_end)
+        return lr_finder.plot_learner_lr_find(self, skip_end)
 
-    def _snapshot(self) -> dict:
-        """Everything lr_find may change: weights, optimiser, RNGs, loaders' generators, mode."""
-        np_rng = sys.modules["numpy"].random.get_state() if "numpy" in sys.modules else None
-        return {
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
-            "modes": [m.training for m in self.model.modules()],
-            "opt": self.opt.state_dict() if self.opt is not None else None,
-            "rng": self.rng_state(), "np_rng": np_rng,
-            "state": {k: getattr(self, k) for k in ("epoch", "n_epoch", "train_iter", "pct_train", "_smooth_loss")},
-        }
-
-    def _restore(self, saved: dict) -> None:
-        self.model.load_state_dict(saved["model"])
-        for m, mode in zip(self.model.modules(), saved["modes"]):
-            m.training = mode
-        if saved["opt"] is None:
-            self.opt = None
-        else:
-            self.opt.load_state_dict(saved["opt"])
-        self.set_rng_state(saved["rng"])
-        if saved["np_rng"] is not None:
-            sys.modules["numpy"].random.set_state(saved["np_rng"])
-        for k, v in saved["state"].items():
-            setattr(self, k, v)
-
-    def rng_state(self) -> dict:
-        """The random number generators: torch's (CPU and CUDA), Python's, and each loader's."""
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if cuda else [],
-            "python": random.getstate(),
-            "loaders": [dl.generator.get_state() if getattr(dl, "generator", None) is not None else None
-                        for dl in self.dls.loaders],
-        }
-
-    def set_rng_state(self, state: dict) -> None:
-        """Put back what `rng_state()` returned."""
-        torch.set_rng_state(state["torch"].cpu())
-        # CUDA generators only where the same number of GPUs is there (a GPU run resumed on a CPU
-        # keeps the CPU state, the one its data order and dropout on the CPU depend on)
-        if state["cuda"] and torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-        random.setstate(state["python"])
-        for dl, s in zip(self.dls.loaders, state["loaders"]):
-            if s is not None:
-                dl.generator.set_state(s.cpu())
-
-    # ------------------------------------------------------------------ saving
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
         """Save the weights, optimiser state, epoch and RNG states to `path/model_dir/<name>.pth`.
 
         The write is atomic: a crash or kill in the middle leaves the previous file as it was.
         """
-        path = self.checkpoint_path(name)
-        if not is_rank0():  # under torch.distributed only rank 0 writes (every rank holds the same weights)
-            distrib_barrier()
-            return path
-        state = {"model": self.model.state_dict(), "epoch": self.epoch, "rng": self.rng_state()}
-        if with_opt and self.opt is not None:
-            state["opt"] = self.opt.state_dict()
-        save_checkpoint(state, path)
-        distrib_barrier()  # every process may load it next (a no-op in a single process)
-        return path
+        return checkpoint.save_learner(self, name, with_opt)
 
     def load(self, name: str | Path, with_opt: bool = True, with_rng: bool = False, device=None,
              strict: bool = True) -> "Learner":
@@ -435,49 +335,33 @@ class Learner:
         read onto the CPU and copied into the parameters where they are; `device` then moves
         the model there.
         """
-        path = self.checkpoint_path(name)
-        ckpt = load_checkpoint(path, map_location="cpu")
-        saved = ckpt.get("model")
-        if not isinstance(saved, dict):
-            raise ValueError(f"checkpoint {path}: no model weights in it")
-        check_weights_fit(self.model, saved, path, strict)
-        if with_opt and "opt" in ckpt:
-            if self.opt is None:
-                self.create_opt()
-            self.opt.load_state_dict(ckpt["opt"])  # checks its own structure before changing anything
-        self.model.load_state_dict(saved, strict=strict)
-        if with_rng and "rng" in ckpt:
-            self.set_rng_state(ckpt["rng"])
-            self.epoch = ckpt.get("epoch", self.epoch)
-        if device is not None:
-            self.model.to(device)
+        checkpoint.load_learner_state(self, name, with_opt, with_rng, device, strict)
         return self
+
+    def checkpoint_path(self, name: str | Path) -> Path:
+        """Where `save(name)` writes: `path/model_dir/<name>.pth` (an absolute name is kept)."""
+        return checkpoint.checkpoint_path(self, name)
+
+    def rng_state(self) -> dict:
+        """The random number generators: torch's (CPU and CUDA), Python's, and each loader's."""
+        return checkpoint.rng_state(self.dls.loaders)
+
+    def set_rng_state(self, state: dict) -> None:
+        """Put back what `rng_state()` returned."""
+        checkpoint.set_rng_state(state, self.dls.loaders)
 
     def export(self, fname: str | Path = "export.pth") -> Path:
         """Write the model for inference to `path/fname` in a file that cannot run code when loaded.
 
         `minilearn.load_learner(fname)` reads it back (see `minilearn.export` for the format).
         """
-        fname = Path(fname)
-        path = fname if fname.is_absolute() else self.path / fname
-        if is_rank0():
-            export_model(self.model, path, item_ndim=self._item_ndim())
-        distrib_barrier()
-        return path
+        return export.export_learner(self, fname)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for one item (no batch dimension) or a batch, on the CPU."""
         self._to_device()
-        return predict(self.model, x, self._item_ndim(), self.device)
+        return export.predict(self.model, x, export.item_ndim(self), self.device)
 
-    def _item_ndim(self) -> int:
-        """Dimensions of one input item (to tell an item from a batch), looked up once per loader."""
-        dl = self.dls.train
-        if getattr(self, "_item_ndim_of", (None, 0))[0] is not dl:
-            self._item_ndim_of = (dl, dl.one_batch()[0].ndim - 1)
-        return self._item_ndim_of[1]
-
-    # ------------------------------------------------------------------ several processes
     def distrib_ctx(self, sync_loss: bool = True, backend: str | None = None, timeout=DEFAULT_TIMEOUT,
                     **ddp_kwargs):
         """A context manager: inside it, train on every process torchrun started, with DDP.
@@ -485,12 +369,6 @@ class Learner:
         Run as a single process it changes nothing. See `minilearn.callbacks.distributed`.
         """
         return distrib_ctx(self, sync_loss=sync_loss, backend=backend, timeout=timeout, **ddp_kwargs)
-
-    def checkpoint_path(self, name: str | Path) -> Path:
-        """Where `save(name)` writes: `path/model_dir/<name>.pth` (an absolute name is kept)."""
-        name = Path(name)
-        name = name if name.suffix else name.with_suffix(".pth")
-        return name if name.is_absolute() else self.path / self.model_dir / name
 
     # ------------------------------------------------------------------ callbacks
     def add_cb(self, cb: Callback | type) -> Callback:
@@ -518,7 +396,7 @@ class Learner:
 
     def add_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None) -> None:
         """Add each of `cbs` (see `add_cb`)."""
-        for cb in _as_list(cbs):
+        for cb in as_list(cbs):
             self.add_cb(cb)
 
     def remove_cb(self, cb: Callback | type) -> None:
@@ -538,13 +416,13 @@ class Learner:
 
     def remove_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None) -> None:
         """Remove each of `cbs` (see `remove_cb`)."""
-        for cb in _as_list(cbs):
+        for cb in as_list(cbs):
             self.remove_cb(cb)
 
     @contextlib.contextmanager
     def added_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None):
         """Callbacks present only inside the `with` block, removed even if it raises."""
-        cbs = [cb() if isinstance(cb, type) else cb for cb in _as_list(cbs)]
+        cbs = [cb() if isinstance(cb, type) else cb for cb in as_list(cbs)]
         new = [cb for cb in cbs if cb not in self.cbs]  # one already there stays after the block
         self.add_cbs(new)
         try:
@@ -555,25 +433,16 @@ class Learner:
     @contextlib.contextmanager
     def removed_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None):
         """Callbacks absent inside the `with` block, put back afterwards where they were."""
-        cbs = [c for cb in _as_list(cbs) for c in self.cbs if (isinstance(c, cb) if isinstance(cb, type) else c is cb)]
+        cbs = [c for cb in as_list(cbs) for c in self.cbs if (isinstance(c, cb) if isinstance(cb, type) else c is cb)]
         self.remove_cbs(cbs)
         try:
             yield self
         finally:
             self.add_cbs(cbs)
 
-    @contextlib.contextmanager
     def no_bar(self):
-        """Keep the metric table but draw no progress bar."""
-        progress = getattr(self, "progress", None)
-        old = progress.show_bar if progress is not None else None
-        if progress is not None:
-            progress.show_bar = False
-        try:
-            yield self
-        finally:
-            if progress is not None:
-                progress.show_bar = old
+        """Keep the metric table but draw no progress bar: a context manager."""
+        return progress.no_bar(self)
 
     def no_logging(self):
         """Neither table nor bar (the recorder still records): a context manager."""
@@ -581,11 +450,7 @@ class Learner:
 
     def show_training_loop(self) -> None:
         """Print the events of a fit, indented by nesting, with the callbacks that run at each."""
-        for depth, event, training in LOOP_LAYOUT:
-            names = [type(cb).__name__ for cb in self.cbs if callable(getattr(cb, event, None))
-                     and cb.runs_at(event, training if training is not None else True)]
-            label = f"{'  ' * depth}{event}" + (" (train)" if training else " (valid)" if training is False else "")
-            print(f"{label:<36}: {', '.join(names)}" if names else label)
+        print_training_loop(self.cbs)
 
     # ------------------------------------------------------------------ inference
     def validate(self, dl=None, cbs=None) -> list[float | None]:
@@ -595,33 +460,33 @@ class Learner:
         or epoch's), with a Recorder of its own, and leaves the learner as it was, so a callback
         may call it in the middle of a fit.
         """
-        with self.removed_cbs([Recorder, ProgressCallback]), self.added_cbs([Recorder(add_time=False)] + _as_list(cbs)):
+        with self._side_pass_cbs([Recorder(add_time=False)] + as_list(cbs)):
             self._run_validation(self._valid_dl(dl))
             return self.recorder.last_valid
 
     def get_preds(self, dl=None, act: Callable | None = None, cbs=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and targets over `dl` (default: the validation loader), on the CPU."""
         gather = GatherPredsCallback()
-        with self.removed_cbs([Recorder, ProgressCallback]), self.added_cbs([gather] + _as_list(cbs)):
+        with self._side_pass_cbs([gather] + as_list(cbs)):
             self._run_validation(self._valid_dl(dl))
         preds, targs = gather.result()
         return (act(preds) if act is not None else preds), targs
 
+    @contextlib.contextmanager
+    def _side_pass_cbs(self, cbs: list):
+        """For a stand-alone validation: the callbacks that sit it out removed, `cbs` added."""
+        with self.removed_cbs([cb for cb in self.cbs if "validate" in cb.sits_out]), self.added_cbs(cbs):
+            yield
+
     def _run_validation(self, dl) -> None:
         """One validation pass over `dl`; the training state (mode, batch, counters) is put back."""
-        saved = {k: getattr(self, k) for k in _PASS_STATE}
-        modes = [m.training for m in self.model.modules()]
-        try:
-            self._to_device()
-            self._do_validate(dl)
-        except BaseException:
-            self._cleanup_callbacks()
-            raise
-        finally:
-            for k, v in saved.items():
-                setattr(self, k, v)
-            for m, mode in zip(self.model.modules(), modes):
-                m.training = mode
+        with self.kept_state("pass", "batch"), kept_modes(self.model):
+            try:
+                self._to_device()
+                self._do_validate(dl)
+            except BaseException:
+                self._cleanup_callbacks()
+                raise
 
     def _valid_dl(self, dl):
         if dl is None:
@@ -642,54 +507,8 @@ class Learner:
 _STAGE_EVENTS = {stage: (f"before_{stage}", f"after_cancel_{stage}", f"after_{stage}")
                  for stage in ("fit", "epoch", "train", "validate", "batch", "backward", "step")}
 
-# What a validation pass changes and puts back (it may run in the middle of a fit).
-_PASS_STATE = ("training", "dl", "iter", "n_iter", "xb", "yb", "pred", "loss", "loss_grad", "device", "n_inp",
-               "_batch_on_device")
-
 # Numbers callbacks as they are first added: ties in `order` keep this order.
 _ADD_SEQ = itertools.count()
-
-def _as_list(x) -> list:
-    if x is None:
-        return []
-    if isinstance(x, (list, tuple)):
-        return list(x)
-    return [x]
-
-
-def _is_torch_optimizer_class(f) -> bool:
-    """A torch.optim class, or a functools.partial of one."""
-    f = getattr(f, "func", f)
-    return isinstance(f, type) and issubclass(f, torch.optim.Optimizer)
-
-
-def _elementwise_div(x, d: float):
-    """x / d for a number or a list of numbers (one per parameter group)."""
-    return [v / d for v in x] if isinstance(x, list) else x / d
-
-
-def _check_lr(lr) -> None:
-    """A learning rate: None (the default), a number >= 0, a list (one per group), or a slice."""
-    ok = lr is None or isinstance(lr, slice) or (
-        isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr >= 0) or (
-        isinstance(lr, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in lr))
-    if not ok:
-        raise ValueError(f"lr: expected a number >= 0, a list with one per parameter group, or a slice; got {lr!r}")
-
-
-def _note_once(e: BaseException, note: str) -> None:
-    """Add `note` to the exception unless minilearn already noted where it arose."""
-    if not any(n.startswith("minilearn: ") for n in getattr(e, "__notes__", [])):
-        add_note(e, note)
-
-
-def _check_unique(names: Iterable[str], arg: str) -> None:
-    seen = set()
-    for n in names:
-        if n in seen:
-            raise ValueError(f"{arg}: two metrics are named {n!r}; metrics are looked up by name, so name one: "
-                             f"AvgMetric(f) takes its function's __name__, StatefulMetric(m, name=...) any name")
-        seen.add(n)
 
 
 def _check_args(dls, model, loss_func, opt_func, lr, splitter) -> None:
@@ -700,9 +519,7 @@ def _check_args(dls, model, loss_func, opt_func, lr, splitter) -> None:
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if loss_func is None or not callable(loss_func):
         raise TypeError(f"loss_func: expected a callable loss_func(pred, targ) -> tensor, got {loss_func!r}")
-    if not callable(opt_func):
-        raise TypeError(f"opt_func: expected a callable opt_func(params, lr=...), got {opt_func!r}")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0:
-        raise ValueError(f"lr: expected a number >= 0, got {lr!r}")
-    if splitter is not None and not callable(splitter):
-        raise TypeError(f"splitter: expected a callable splitter(model) -> parameter groups, got {splitter!r}")
+    check_callable("opt_func", opt_func, "a callable opt_func(params, lr=...)")
+    check_number("lr", lr, low=0)
+    if splitter is not None:
+        check_callable("splitter", splitter, "a callable splitter(model) -> parameter groups")

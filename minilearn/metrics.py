@@ -6,11 +6,14 @@ A metric in a Learner is an object with `reset()`, `accumulate(learn)`, `value` 
   is exact over the whole validation set for any mean-decomposable metric (accuracy, mse, ...);
 - an object with `update` / `compute` / `reset` (torchmetrics, torcheval) becomes a
   `StatefulMetric`, computed once over everything it was fed.
-Accumulators keep their sums on the device: no host synchronisation per batch.
+Accumulators keep their sums on the device: no host synchronisation per batch. Under
+torch.distributed each accumulator combines itself across the processes (`sync()`), so every
+rank reports the metric over the whole validation set.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -18,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minilearn.callback import snake_case
+from minilearn.checks import as_list
+from minilearn.distributed import all_gather_cat, all_reduce_sum
 
 
 def _flat_targ(pred: Tensor, targ: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,6 +113,11 @@ class AvgMetric(Metric):
         self.total = self.total + self.batch_value(learn).float() * bs  # float32 sums: fp16 would overflow
         self.count += bs
 
+    def sync(self) -> None:
+        """Every process's total and count added up (in float64), so each holds the whole pass's."""
+        self.total, count = all_reduce_sum(self.total, self.count)
+        self.count = int(round(count))
+
     @property
     def value(self):
         return self.total / self.count if self.count else None
@@ -187,6 +197,11 @@ class AccumMetric(Metric):
         self.preds.append(pred)
         self.targs.append(learn.yb[0].detach())
 
+    def sync(self) -> None:
+        """Every process's predictions and targets gathered, in rank order, on every process."""
+        preds, targs = all_gather_cat(self.preds), all_gather_cat(self.targs)
+        self.preds, self.targs = ([preds], [targs]) if preds is not None else ([], [])
+
     @property
     def value(self):
         if not self.preds:
@@ -225,6 +240,11 @@ class StatefulMetric(Metric):
             self._device = pred.device
         self.metric.update(pred, targ)
 
+    def sync(self) -> None:
+        """torchmetrics gathers its states across processes in `compute()`; other objects cannot."""
+        if not getattr(self.metric, "sync_on_compute", False):
+            _warn_cannot_sync(self.name)
+
     @property
     def value(self):
         return self.metric.compute()
@@ -232,6 +252,27 @@ class StatefulMetric(Metric):
     @property
     def name(self) -> str:
         return self._name or getattr(self.metric, "name", None) or snake_case(type(self.metric).__name__)
+
+
+_warned: set[str] = set()
+
+
+def _warn_cannot_sync(name: str) -> None:
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(f"metric {name!r}: minilearn cannot combine its state across processes, so each "
+                      "rank reports its own share of the data; use a function f(pred, targ), AccumMetric "
+                      "or a torchmetrics metric", RuntimeWarning, stacklevel=3)
+
+
+def sync_metric(m) -> None:
+    """Under torch.distributed: make `m` hold the whole pass on every process through its own
+    `sync()`, or warn (once per name) that it keeps this process's share."""
+    sync = getattr(m, "sync", None)
+    if callable(sync):
+        sync()
+    else:
+        _warn_cannot_sync(m.name)
 
 
 def as_metric(m) -> Metric:
@@ -245,6 +286,19 @@ def as_metric(m) -> Metric:
     raise TypeError(
         f"metrics: expected a function f(pred, targ) -> tensor or an object with "
         f"update/compute/reset, got {type(m).__name__}")
+
+
+def as_metrics(metrics) -> list[Metric]:
+    """A Learner's `metrics=` (one or a list) as Metric objects, with different names: they are
+    looked up by name (the table's columns, trackers' monitors), never by position."""
+    out = [as_metric(m) for m in as_list(metrics)]
+    seen = set()
+    for n in (m.name for m in out):
+        if n in seen:
+            raise ValueError(f"metrics: two metrics are named {n!r}; metrics are looked up by name, so name one: "
+                             f"AvgMetric(f) takes its function's __name__, StatefulMetric(m, name=...) any name")
+        seen.add(n)
+    return out
 
 
 def to_float(v, name: str = "metric") -> float | None:

@@ -5,7 +5,8 @@ changes a hyper-parameter in every group (a scalar, one value per group, or a `s
 the groups), `freeze_to(n)` / `unfreeze()` choose which groups train, `step()` and `zero_grad()`
 as in PyTorch. Schedules and the recorder talk to an optimiser only through that interface, so
 `SGD`, `RMSProp`, `Adam`, `RAdam`, `Lamb`, `Lookahead` (and `ranger`) and `OptimWrapper` (any
-`torch.optim` optimiser under our hyper-parameter names) are interchangeable.
+`torch.optim` optimiser under our hyper-parameter names, in `minilearn.optim_torch`, built on
+`BaseOptimizer` here) are interchangeable.
 
 Every optimiser exposes `lr` and `mom` in `hypers` (for Adam-like ones `mom` is beta1 and
 `sqr_mom` beta2, as in fastai). Numerics are checked against `torch.optim` in tests/test_optim.py.
@@ -14,18 +15,16 @@ Every optimiser exposes `lr` and `mom` in `hypers` (for Adam-like ones `mom` is 
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import math
 import numbers
 import warnings
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from minilearn.checks import check_int, check_number
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -55,11 +54,6 @@ def _as_param_groups(params) -> list[list[Tensor]]:
                 raise ValueError("params: a parameter appears more than once (in one group or in two)")
             seen.add(id(p))
     return groups
-
-
-def params_for_torch(params) -> list[dict]:
-    """Our parameter groups (parameters, a module, or a list of lists) as torch.optim's `[{'params': [...]}, ...]`."""
-    return [{"params": g} for g in _as_param_groups(params)]
 
 
 def even_mults(start: float, stop: float, n: int) -> list[float]:
@@ -156,6 +150,8 @@ def norm_bias_params(model: nn.Module, with_bias: bool = True) -> list[Tensor]:
 class BaseOptimizer:
     """What schedules, the recorder and the Learner rely on; shared by ours, `Lookahead` and `OptimWrapper`.
 
+    (`OptimWrapper`, for torch.optim optimisers, lives in `minilearn.optim_torch`.)
+
     A subclass provides `param_lists`, `hypers`, `step`, `zero_grad`, `clear_state`, `state_dict`,
     `load_state_dict` and `_write_hyper(name, values)` (one already-checked value per group).
     """
@@ -191,8 +187,7 @@ class BaseOptimizer:
         parameter gets `requires_grad=False` and loses its gradient, so `step()` skips it.
         """
         n_groups = len(self.param_lists)
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise TypeError(f"n: expected an int (a group index), got {type(n).__name__}")
+        n = check_int("n", n)  # a group index
         if n < -n_groups:
             raise ValueError(f"n: expected an index in [-{n_groups}, {n_groups}] for {n_groups} group(s), got {n}")
         keep = list(keep_trainable)
@@ -494,11 +489,8 @@ class Lookahead(BaseOptimizer):
         if not isinstance(opt, BaseOptimizer):
             raise TypeError(f"opt: expected a minilearn optimiser (wrap a torch one in OptimWrapper), "
                             f"got {type(opt).__name__}")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k: expected an int >= 1 (steps between syncs), got {k!r}")
-        _check_number("alpha", alpha)
-        if alpha > 1:
-            raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
+        k = check_int("k", k, low=1)  # steps between syncs
+        alpha = check_number("alpha", alpha, low=0, high=1)
         self.opt, self.k, self.alpha = opt, k, alpha
         self.count, self.slow_weights = 0, None
 
@@ -596,168 +588,3 @@ def ranger(params, lr: float = 1e-3, mom: float = 0.95, wd: float = 0.01, eps: f
     """Ranger = Lookahead(RAdam), with fastai's defaults."""
     return Lookahead(RAdam(params, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta,
                            decouple_wd=decouple_wd), k=k, alpha=alpha)
-
-
-# ---------------------------------------------------------------------------------------- torch.optim
-def _hyper_map(torch_keys: Iterable[str], is_rmsprop: bool) -> dict[str, tuple[str, int | None]]:
-    """Our hyper-parameter names -> (torch's param-group key, index into a tuple such as betas, or None)."""
-    out: dict[str, tuple[str, int | None]] = {}
-    for key in torch_keys:
-        if key == "params":
-            continue
-        if key == "betas":
-            pairs = [("mom", ("betas", 0)), ("sqr_mom", ("betas", 1))]
-        elif key == "momentum":
-            pairs = [("mom", (key, None))]
-        elif key == "weight_decay":
-            pairs = [("wd", (key, None))]
-        elif key == "alpha" and is_rmsprop:  # elsewhere (ASGD) `alpha` means something else
-            pairs = [("sqr_mom", (key, None))]
-        else:  # lr, eps and the rest keep their torch names
-            pairs = [(key, (key, None))]
-        for ours, target in pairs:
-            if ours in out:
-                raise ValueError(f"opt: both {out[ours][0]!r} and {key!r} would be our {ours!r}")
-            out[ours] = target
-    return out
-
-
-_OUR_ONLY_NAMES = ("mom", "sqr_mom", "wd")
-
-
-def _is_rmsprop(opt) -> bool:
-    cls = opt.func if isinstance(opt, functools.partial) else opt
-    return isinstance(cls, type) and issubclass(cls, torch.optim.RMSprop)
-
-
-def _to_torch_kwargs(opt: Callable, kwargs: dict) -> dict:
-    """Translate our names (mom, sqr_mom, wd) in `kwargs` to `opt`'s own (momentum, betas, alpha, weight_decay)."""
-    if not any(k in kwargs for k in _OUR_ONLY_NAMES):
-        return dict(kwargs)
-    sig = inspect.signature(opt).parameters
-    mapping = _hyper_map(sig, _is_rmsprop(opt))
-    out = {k: v for k, v in kwargs.items() if k not in _OUR_ONLY_NAMES}
-    betas = None
-    for ours in _OUR_ONLY_NAMES:
-        if ours not in kwargs:
-            continue
-        name = getattr(opt, "__name__", type(opt).__name__)
-        if ours not in mapping:
-            raise ValueError(f"{ours}: {name} has no matching hyper-parameter (it takes {sorted(mapping)})")
-        key, idx = mapping[ours]
-        if key in kwargs:
-            raise ValueError(f"{ours}: given together with {key!r}, which it stands for; give one of them")
-        if idx is None:
-            out[key] = kwargs[ours]
-        else:
-            if betas is None:
-                betas = list(sig[key].default)
-            betas[idx] = kwargs[ours]
-    if betas is not None:
-        out["betas"] = tuple(betas)
-    return out
-
-
-class OptimWrapper(BaseOptimizer):
-    """Any `torch.optim` optimiser behind our interface and hyper-parameter names.
-
-    Two ways to make one: `OptimWrapper(torch_opt)` around a built optimiser, or
-    `OptimWrapper(params, opt=torch.optim.AdamW, lr=..., **kw)` as fastai, which builds it from our
-    parameter groups; `kw` may use torch's names (`betas`, `weight_decay`) or ours (`mom`,
-    `sqr_mom`, `wd`). As a Learner's `opt_func`: `partial(OptimWrapper, opt=torch.optim.AdamW)`,
-    or `make_opt_func(torch.optim.AdamW)`. Names: `momentum` or `betas[0]` is `mom`, `betas[1]`
-    (or RMSprop's `alpha`) is `sqr_mom`, `weight_decay` is `wd`; `lr`, `eps` and others keep theirs.
-    `hypers` is read fresh from torch's param groups and `set_hyper` writes through to them;
-    `opt.opt` is the torch optimiser itself. Per-parameter weight-decay exclusion is not
-    available (torch decays per group): put those parameters in a group of their own.
-    """
-
-    def __init__(self, opt_or_params, opt: Callable | None = None, **kwargs):
-        if isinstance(opt_or_params, torch.optim.Optimizer):
-            if opt is not None or kwargs:
-                raise TypeError("opt: OptimWrapper(torch_opt) wraps a built optimiser; give no `opt` or "
-                                "hyper-parameters (set them with set_hyper)")
-            built = opt_or_params
-        else:
-            if opt is None or not callable(opt):
-                raise TypeError(f"opt: expected a torch.optim.Optimizer class, as in "
-                                f"OptimWrapper(params, opt=torch.optim.AdamW, lr=1e-3), got {opt!r}")
-            for k in _OUR_ONLY_NAMES:
-                if k in kwargs:
-                    _check_number(k, kwargs[k])
-            groups = params_for_torch(opt_or_params)
-            built = opt(groups, **_to_torch_kwargs(opt, kwargs))
-            if not isinstance(built, torch.optim.Optimizer):
-                raise TypeError(f"opt: expected it to make a torch.optim.Optimizer, got {type(built).__name__}")
-        self.opt = built
-        self._names = _hyper_map(built.param_groups[0], isinstance(built, torch.optim.RMSprop))
-
-    @property
-    def param_lists(self) -> list[list[Tensor]]:
-        """torch's parameter groups as lists of tensors (the same lists torch holds)."""
-        return [pg["params"] for pg in self.opt.param_groups]
-
-    @property
-    def hypers(self) -> list[dict]:
-        """A fresh list of dicts in our names, read from torch's param groups (writing to it changes nothing)."""
-        return [{ours: _as_float(pg[key] if idx is None else pg[key][idx]) for ours, (key, idx) in self._names.items()}
-                for pg in self.opt.param_groups]
-
-    @property
-    def state(self):
-        """torch's per-parameter state."""
-        return self.opt.state
-
-    def _check_hyper_name(self, name: str) -> None:
-        if name not in self._names:
-            raise ValueError(f"{name}: {type(self.opt).__name__} has no such hyper-parameter "
-                             f"(it has {sorted(self._names)})")
-
-    def _write_hyper(self, name: str, values: list) -> None:
-        key, idx = self._names[name]
-        for pg, v in zip(self.opt.param_groups, values):
-            if idx is not None:
-                pair = list(pg[key])
-                pair[idx] = v
-                pg[key] = tuple(pair)
-            elif isinstance(pg[key], Tensor):  # a tensor lr (capturable/fused): fill it, keep the object
-                pg[key].fill_(v)
-            else:
-                pg[key] = v
-
-    def step(self) -> None:
-        """torch's step (it skips parameters without a gradient, so frozen ones stay put)."""
-        self.opt.step()
-
-    def zero_grad(self) -> None:
-        """torch's zero_grad (gradients set to None)."""
-        self.opt.zero_grad()
-
-    def clear_state(self) -> None:
-        """Forget torch's per-parameter state (running averages, momentum buffers)."""
-        self.opt.state = defaultdict(dict)
-
-    def exclude_from_wd(self, params: Iterable[Tensor]) -> None:
-        raise NotImplementedError("exclude_from_wd: torch.optim applies weight decay per group; "
-                                  "put those parameters in their own group and set its wd to 0")
-
-    def state_dict(self) -> dict[str, Any]:
-        """torch's state_dict, deep-copied so that later steps don't change it."""
-        return copy.deepcopy(self.opt.state_dict())
-
-    def load_state_dict(self, sd: dict) -> None:
-        """torch's load_state_dict (it checks the groups and their sizes), from a copy of `sd`."""
-        if not isinstance(sd, dict):
-            raise TypeError(f"sd: expected a dict from state_dict(), got {type(sd).__name__}")
-        self.opt.load_state_dict(copy.deepcopy(sd))
-
-    def __repr__(self) -> str:
-        last = {k: v for k, v in self.hypers[-1].items() if k in ("lr", "mom", "sqr_mom", "eps", "wd")}
-        return f"OptimWrapper({type(self.opt).__name__}, {len(self.param_lists)} group(s), {last})"
-
-
-def make_opt_func(opt: Callable, **kwargs) -> Callable[..., OptimWrapper]:
-    """A Learner `opt_func` for a torch.optim class: `make_opt_func(torch.optim.AdamW, wd=0.1)`."""
-    if not callable(opt):
-        raise TypeError(f"opt: expected a torch.optim.Optimizer class, got {opt!r}")
-    return functools.partial(OptimWrapper, opt=opt, **kwargs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from minilearn.files import atomic_write
+from minilearn.checkpoint import atomic_write
 
 
 class PlotFigure(Figure):

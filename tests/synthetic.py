@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilearn import DataLoaders, Learner, SGD
+from minilearn import DataLoaders, Learner, SGD, accuracy
 
 
 def linear_data(n: int = 64, n_valid: int = 32, n_features: int = 3, seed: int = 0):
@@ -33,3 +33,22 @@ def regression_learner(n: int = 64, n_valid: int = 32, bs: int = 16, lr: float =
     torch.manual_seed(seed)
     return Learner(dls, nn.Linear(x.shape[1], 1), nn.MSELoss(), opt_func=SGD, lr=lr, **kwargs)
 
+
+def class_learner(tmp_path=None, bs=16, seed=0, dropout=0.0, **kwargs) -> Learner:
+    """A 4-16-3 classifier (SGD with momentum, accuracy) on `class_data`, saving under `tmp_path`."""
+    x, y, vx, vy = class_data(n=96, n_valid=32)
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=bs, seed=seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
+    kwargs.setdefault("opt_func", lambda p, lr: SGD(p, lr, mom=0.9))
+    return Learner(dls, model, nn.CrossEntropyLoss(), lr=0.1, metrics=accuracy,
+                   path=tmp_path if tmp_path is not None else ".", **kwargs)
+
+
+def finder_learner(seed: int = 0, n: int = 300) -> Learner:
+    """A 4-16-3 classifier with dropout (SGD with momentum) on 300 items: enough batches for lr_find."""
+    x, y, vx, vy = class_data(n=n, n_valid=60, seed=seed)
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.1), nn.ReLU(), nn.Linear(16, 3))
+    return Learner(dls, model, nn.CrossEntropyLoss(), opt_func=lambda p, lr: SGD(p, lr, mom=0.9), lr=0.05)

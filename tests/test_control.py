@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -10,19 +9,10 @@ from torch import nn
 
 from minilearn import (
     SGD, Callback, CSVLogger, DataLoaders, GradientAccumulation, GradientClip, Learner, MixedPrecision,
-    ReduceLROnPlateau, SaveModelCallback, accuracy, load_learner,
+    ReduceLROnPlateau, SaveModelCallback, load_learner,
 )
-from synthetic import class_data, linear_data, regression_learner
+from synthetic import class_data, class_learner, linear_data
 
-
-def class_learner(tmp_path=None, bs=16, seed=0, dropout=0.0, **kwargs) -> Learner:
-    x, y, vx, vy = class_data(n=96, n_valid=32)
-    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=bs, seed=seed)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
-    kwargs.setdefault("opt_func", lambda p, lr: SGD(p, lr, mom=0.9))
-    return Learner(dls, model, nn.CrossEntropyLoss(), lr=0.1, metrics=accuracy,
-                   path=tmp_path if tmp_path is not None else ".", **kwargs)
 
 
 def test_gradient_clip_bounds_the_norm():
@@ -224,15 +214,6 @@ def test_mixed_precision_in_validation_before_any_fit_and_after_an_error():
     assert not torch.is_autocast_enabled("cpu")
 
 
-def test_lr_find_with_a_csv_logger_attached(tmp_path):
-    learn = class_learner(tmp_path)
-    logger = learn.add_cb(CSVLogger("h.csv"))
-    with learn.no_logging():
-        learn.fit(1)
-    learn.lr_find(num_it=10, show_plot=False)
-    assert len(logger.read_log()) == 1  # lr_find neither crashed nor wrote over the history
-
-
 def test_save_model_does_not_load_an_earlier_fits_file(tmp_path):
     learn = class_learner(tmp_path)
     sm = learn.add_cb(SaveModelCallback(fname="best"))
@@ -276,7 +257,7 @@ def test_terminate_on_nan_runs_after_the_distributed_loss_sync():
 
 
 def test_malformed_export_files_get_a_clear_error(tmp_path):
-    from minilearn.files import load_checkpoint, save_checkpoint
+    from minilearn.checkpoint import load_checkpoint, save_checkpoint
 
     learn = class_learner(tmp_path)
     path = learn.export("m.pth")

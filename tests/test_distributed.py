@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from minilearn import DataLoader
-from minilearn.callbacks.distributed import (
-    DistributedDL, DistributedTrainer, _check_shardable, distrib_ctx, is_rank0, num_distrib, rank_distrib,
-)
+from minilearn.callbacks.distributed import DistributedTrainer, distrib_ctx
+from minilearn.distributed import DistributedDL, check_shardable, is_rank0, num_distrib, rank_distrib
 import ddp_worker
 from synthetic import regression_learner
 
@@ -109,7 +108,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="dl: expected a minilearn DataLoader"):
         DistributedDL(DataLoader(torch_dl), 0, 2)
     with pytest.raises(ValueError, match="DistributedSampler"):
-        _check_shardable("dls.loaders[0]", DataLoader(torch_dl))
+        check_shardable("dls.loaders[0]", DataLoader(torch_dl))
     with pytest.raises(TypeError, match="sync_loss"):
         DistributedTrainer(sync_loss="yes")
 

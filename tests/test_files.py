@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from minilearn.files import atomic_write, load_checkpoint, save_checkpoint
+from minilearn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from synthetic import regression_learner
 
 

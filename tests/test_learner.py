@@ -653,3 +653,59 @@ def test_validate_fires_only_the_validation_events():
     learn.validate(cbs=log)
     assert log.events == ["before_validate"] + VALID_BATCH + ["after_validate"]
     assert log.learn is None and log not in learn.cbs
+
+
+def test_loop_state_is_declared_once_with_its_defaults_and_scopes():
+    from minilearn.learner import LOOP_STATE
+
+    learn = regression_learner()
+    # a new learner holds every name at its declared default
+    for name, (default, scope) in LOOP_STATE.items():
+        assert scope in ("fit", "pass", "batch")
+        assert getattr(learn, name) == default, name
+    with learn.no_logging():
+        learn.fit(2)
+    # a fit keeps where training stands, but drops the batch in hand
+    assert learn.epoch == 1 and learn.n_epoch == 2 and learn.train_iter == 8
+    for name, (default, scope) in LOOP_STATE.items():
+        if scope == "batch":
+            assert getattr(learn, name) == default, name
+
+
+def test_kept_state_puts_back_the_scopes_asked_for_even_after_an_error():
+    learn = regression_learner()
+    learn.epoch, learn.iter, learn.pred = 5, 3, torch.ones(1)
+    with pytest.raises(RuntimeError, match="inside"), learn.kept_state("pass"):
+        learn.epoch, learn.iter, learn.pred = 9, 9, None
+        raise RuntimeError("inside")
+    assert learn.iter == 3            # "pass" put back
+    assert learn.epoch == 9           # "fit" was not asked for
+    assert learn.pred is None         # nor "batch"
+    with learn.kept_state():
+        learn.epoch, learn.pred = 0, torch.zeros(1)
+    assert learn.epoch == 9 and learn.pred is None
+
+
+def test_callbacks_sit_out_the_side_runs_their_class_names():
+    events = []
+
+    class KeepsRecord(Callback):
+        sits_out = ("lr_find", "validate")
+
+        def before_fit(self):
+            events.append("fit")
+
+        def before_validate(self):
+            events.append("validate")
+
+    class Everywhere(Callback):
+        def before_validate(self):
+            events.append("everywhere")
+
+    learn = regression_learner(n=160, cbs=[KeepsRecord(), Everywhere()])
+    with learn.no_logging():
+        learn.validate()
+        learn.get_preds()
+        learn.lr_find(num_it=10, show_plot=False, suggest_funcs=())
+    assert events == ["everywhere", "everywhere"]  # lr_find skips validation; KeepsRecord never ran
+    assert [type(cb).__name__ for cb in learn.cbs].count("KeepsRecord") == 1  # and it is back afterwards

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
 from minilearn import SGD
-from minilearn.optim import (
-    Adam, BaseOptimizer, Lamb, Lookahead, OptimWrapper, RAdam, RMSProp, even_mults, make_opt_func,
-    norm_bias_params, params_for_torch, ranger,
-)
+from minilearn.optim import Adam, BaseOptimizer, Lamb, Lookahead, RAdam, RMSProp, even_mults, norm_bias_params, ranger
 
 
 def make_params(seed: int = 0) -> list[torch.Tensor]:
@@ -109,7 +105,7 @@ def test_sgd_momentum_is_chosen_when_made_as_fastai():
 # ------------------------------------------------------------------------------- parity with torch.optim
 # Max abs differences measured over 100 float64 steps (torch 2.14.1, CPU), asserted below 1e-6:
 #   sgd_mom_l2 0.0, adam_l2 0.0, adamw 0.0, rmsprop 0.0, rmsprop_mom_l2 0.0, radam_decoupled 5.6e-17,
-#   radam_l2 2.8e-17, wrapper_adamw 0.0 (and Adam over two groups with a slice lr: 0.0).
+#   radam_l2 2.8e-17 (and Adam over two groups with a slice lr: 0.0); OptimWrapper's in test_optim_torch.py.
 # The tests notice the variants they rule out: fastai's eps placement in RAdam differs from torch's
 # by 5e-3 in radam_l2, fastai's RMSProp momentum by 0.2 in rmsprop_mom_l2.
 PARITY = {
@@ -129,8 +125,6 @@ PARITY = {
                                                      decoupled_weight_decay=True)),
     "radam_l2": (lambda ps: RAdam(ps, lr=0.01, eps=0.1, wd=0.1, decouple_wd=False),
                  lambda ps: torch.optim.RAdam(ps, lr=0.01, betas=(0.9, 0.99), eps=0.1, weight_decay=0.1)),
-    "wrapper_adamw": (lambda ps: OptimWrapper(ps, opt=torch.optim.AdamW, lr=0.01, mom=0.8, sqr_mom=0.95, wd=0.1),
-                      lambda ps: torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.95), weight_decay=0.1)),
 }
 
 
@@ -245,9 +239,6 @@ ALL = {
     "radam": RAdam,
     "lamb": Lamb,
     "ranger": ranger,
-    "wrapper_sgd": lambda ps: OptimWrapper(ps, opt=torch.optim.SGD, lr=0.1, momentum=0.9),
-    "wrapper_adamw": partial(OptimWrapper, opt=torch.optim.AdamW),
-    "wrapper_rmsprop": lambda ps: OptimWrapper(ps, opt=torch.optim.RMSprop),
 }
 
 
@@ -396,7 +387,6 @@ ROUND_TRIP = {
     "sgd_mom": lambda ps: SGD(ps, lr=0.01, mom=0.9, wd=0.1),
     "adam": lambda ps: Adam(ps, lr=0.01),
     "ranger": lambda ps: ranger(ps, lr=0.01),
-    "wrapper_adamw": lambda ps: OptimWrapper(ps, opt=torch.optim.AdamW, lr=0.01),
 }
 
 
@@ -449,112 +439,6 @@ def test_mismatched_load_raises_and_changes_nothing():
     la_sd = la.state_dict()
     with pytest.raises(ValueError, match="slow weights"):
         ranger([torch.zeros(2, 2, requires_grad=True), torch.zeros(3, requires_grad=True)]).load_state_dict(la_sd)
-    with pytest.raises(ValueError):
-        OptimWrapper([params[0]], opt=torch.optim.AdamW).load_state_dict(
-            OptimWrapper(params, opt=torch.optim.AdamW).state_dict())
-
-
-# ------------------------------------------------------------------------------- OptimWrapper
-def test_wrapper_names_hypers_ours():
-    p = [torch.zeros(2, requires_grad=True)]
-    adamw = OptimWrapper(p, opt=torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-6)
-    assert {k: adamw.hypers[0][k] for k in ("lr", "mom", "sqr_mom", "wd", "eps")} == \
-        {"lr": 1e-3, "mom": 0.9, "sqr_mom": 0.95, "wd": 0.1, "eps": 1e-6}
-    assert "betas" not in adamw.hypers[0] and "weight_decay" not in adamw.hypers[0]
-    sgd = OptimWrapper(p, opt=torch.optim.SGD, lr=0.1, mom=0.9, wd=0.01)  # our names, translated
-    assert sgd.opt.param_groups[0]["momentum"] == 0.9 and sgd.opt.param_groups[0]["weight_decay"] == 0.01
-    assert sgd.hypers[0]["mom"] == 0.9
-    rms = OptimWrapper(p, opt=torch.optim.RMSprop, sqr_mom=0.9)
-    assert rms.opt.param_groups[0]["alpha"] == 0.9 and rms.hypers[0]["sqr_mom"] == 0.9
-    asgd = OptimWrapper(p, opt=torch.optim.ASGD)
-    assert "alpha" in asgd.hypers[0] and "sqr_mom" not in asgd.hypers[0]  # ASGD's alpha is something else
-
-
-def test_wrapper_set_hyper_writes_through():
-    a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
-    opt = OptimWrapper([[a], [b]], opt=torch.optim.AdamW, lr=1e-3)
-    opt.set_hyper("lr", slice(1e-4, 1e-2))
-    opt.set_hyper("mom", [0.8, 0.85])
-    opt.set_hypers(sqr_mom=0.95, wd=0.2)
-    groups = opt.opt.param_groups
-    assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-2])
-    assert groups[0]["betas"] == (0.8, 0.95) and groups[1]["betas"] == (0.85, 0.95)
-    assert [g["weight_decay"] for g in groups] == [0.2, 0.2]
-    assert opt.param_lists == [[a], [b]]
-    opt.hypers[0]["lr"] = 5.0  # a fresh copy: writing to it changes nothing
-    assert groups[0]["lr"] == pytest.approx(1e-4)
-    adagrad = OptimWrapper([a], opt=torch.optim.Adagrad, lr=0.1)
-    with pytest.raises(ValueError, match="mom"):
-        adagrad.set_hyper("mom", 0.9)
-    with pytest.raises(ValueError, match="mom"):
-        adagrad.set_hypers(lr=0.5, mom=0.9)
-    assert adagrad.opt.param_groups[0]["lr"] == 0.1  # nothing written when one name is unknown
-
-
-def test_wrapper_schedule_loop_matches_raw_torch():
-    """Changing lr and mom every step through set_hyper = changing torch's param groups by hand."""
-    lrs = [0.001 * (i + 1) for i in range(20)]
-    moms = [0.95 - 0.005 * i for i in range(20)]
-    grads = make_grads(20)
-    params, raw_params = make_params(), make_params()
-    opt = OptimWrapper(params, opt=torch.optim.AdamW, lr=1e-3, weight_decay=0.1)
-    raw = torch.optim.AdamW(raw_params, lr=1e-3, weight_decay=0.1)
-    for lr, mom, step_grads in zip(lrs, moms, grads):
-        opt.set_hyper("lr", lr)
-        opt.set_hyper("mom", mom)
-        assert opt.opt.param_groups[0]["lr"] == lr and opt.opt.param_groups[0]["betas"][0] == mom
-        for pg in raw.param_groups:
-            pg["lr"], pg["betas"] = lr, (mom, pg["betas"][1])
-        apply_steps(opt, params, [step_grads])
-        apply_steps(raw, raw_params, [step_grads])
-    assert max_abs_diff(params, raw_params) == 0
-
-
-def test_wrapper_around_a_built_torch_optimizer_with_groups():
-    a, b = torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)
-    groups = params_for_torch([[a], [b]])
-    assert groups == [{"params": [a]}, {"params": [b]}]
-    opt = OptimWrapper(torch.optim.SGD(groups, lr=0.1))
-    assert opt.param_lists == [[a], [b]] and len(opt.hypers) == 2
-    opt.set_hyper("lr", [0.1, 1.0])
-    opt.freeze()
-    assert not a.requires_grad and b.requires_grad
-    b.grad = torch.ones(3)
-    opt.step()
-    assert torch.equal(a.detach(), torch.zeros(2)) and torch.equal(b.detach(), torch.full((3,), -1.0))
-    opt.zero_grad()
-    assert b.grad is None
-    opt.clear_state()
-    assert len(opt.state) == 0
-    assert params_for_torch(nn.Linear(2, 1))[0]["params"][0].shape == (1, 2)
-
-
-def test_make_opt_func():
-    opt_func = make_opt_func(torch.optim.AdamW, wd=0.3)
-    opt = opt_func([[torch.zeros(2, requires_grad=True)], [torch.zeros(1, requires_grad=True)]], lr=2e-3)
-    assert isinstance(opt, OptimWrapper) and [h["lr"] for h in opt.hypers] == [2e-3, 2e-3]
-    assert opt.hypers[0]["wd"] == 0.3
-    with pytest.raises(TypeError, match="opt"):
-        make_opt_func(3)
-
-
-def test_wrapper_bad_arguments():
-    p = [torch.zeros(2, requires_grad=True)]
-    torch_opt = torch.optim.SGD(p, lr=0.1)
-    with pytest.raises(TypeError, match="opt"):
-        OptimWrapper(torch_opt, opt=torch.optim.SGD)
-    with pytest.raises(TypeError, match="opt"):
-        OptimWrapper(torch_opt, lr=0.1)
-    with pytest.raises(TypeError, match="opt"):
-        OptimWrapper(p)
-    with pytest.raises(ValueError, match="mom"):
-        OptimWrapper(p, opt=torch.optim.AdamW, mom=0.9, betas=(0.9, 0.99))
-    with pytest.raises(ValueError, match="mom"):
-        OptimWrapper(p, opt=torch.optim.Adagrad, mom=0.9)
-    with pytest.raises(ValueError, match="wd"):
-        OptimWrapper(p, opt=torch.optim.SGD, wd=-0.1)
-    with pytest.raises(NotImplementedError, match="exclude_from_wd"):
-        OptimWrapper(torch_opt).exclude_from_wd(p)
 
 
 # ------------------------------------------------------------------------------- bad inputs

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from minilearn.callback import Callback
-from minilearn.callbacks.distributed import is_rank0
+from minilearn.distributed import is_rank0
 
 
 class CSVLogger(Callback):
@@ -18,6 +18,7 @@ class CSVLogger(Callback):
     """
 
     order = 60
+    sits_out = ("lr_find",)
 
     def __init__(self, fname: str | Path = "history.csv", append: bool = False):
         self.fname, self.append = Path(fname), append

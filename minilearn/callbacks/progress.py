@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import time
@@ -62,6 +63,7 @@ class ProgressCallback(Callback):
     """
 
     order = 60
+    sits_out = ("lr_find", "validate")
 
     def __init__(self, show_bar: bool | None = None, refresh_secs: float = 0.5):
         self.show_bar = show_bar
@@ -144,3 +146,17 @@ class ProgressCallback(Callback):
 
     def cleanup_fit(self) -> None:
         self._close_bar()  # also when the fit raised
+
+
+@contextlib.contextmanager
+def no_bar(learn):
+    """`Learner.no_bar`: inside the block the table is shown but no progress bar is drawn."""
+    progress = getattr(learn, "progress", None)
+    old = progress.show_bar if progress is not None else None
+    if progress is not None:
+        progress.show_bar = False
+    try:
+        yield learn
+    finally:
+        if progress is not None:
+            progress.show_bar = old

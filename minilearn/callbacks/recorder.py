@@ -25,6 +25,7 @@ class Recorder(Callback):
     """
 
     order = 50
+    sits_out = ("lr_find", "validate")
 
     def __init__(self, add_time: bool = True, train_metrics: bool = False, valid_metrics: bool = True,
                  beta: float = 0.98):

@@ -1,4 +1,5 @@
-"""Hyper-parameter schedules, the ParamScheduler callback, and the learning-rate finder.
+"""Hyper-parameter schedules, the ParamScheduler callback, and the fits built on them:
+`fit_one_cycle`, `fit_flat_cos`, `fit_sgdr` (`Learner.fit_one_cycle` & co call these).
 
 A schedule is a function of training progress `pos` in [0, 1] (fastai's): `SchedCos(1e-3, 1e-5)(pos)`.
 Its `start` and `end` may be numbers or lists with one value per parameter group.
@@ -8,11 +9,10 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import namedtuple
 from typing import Callable, Sequence
 
-from minilearn.callback import Callback, CancelFitException, CancelValidException
-from minilearn.metrics import AvgSmoothLoss
+from minilearn.callback import Callback
+from minilearn.checks import as_list, check_int, check_lr
 
 
 def _elementwise(f: Callable[[float, float], float], start, end):
@@ -154,135 +154,58 @@ class ParamScheduler(Callback):
             recorder.hps = self.hps
 
 
-class LRFinder(ParamScheduler):
-    """Raises the learning rate exponentially, batch by batch, recording the smoothed loss.
+# ---------------------------------------------------------------- fits on a schedule
+# `Learner.fit_one_cycle(...)` & co call these with the learner: each sets the optimiser's lr,
+# builds its schedules and runs one `fit` with a ParamScheduler for them.
 
-    Stops after `num_it` batches, or (with `stop_div`) once the smoothed loss passes 4 times
-    the best seen or stops being finite. Validation is skipped. It keeps its own records
-    (`lrs`, `losses`), so the Recorder's history is not touched.
-    """
-
-    def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, beta: float = 0.98):
-        if not isinstance(num_it, int) or num_it < 1:
-            raise ValueError(f"num_it: expected an int >= 1, got {num_it!r}")
-        super().__init__({"lr": SchedExp(start_lr, end_lr)})
-        self.num_it, self.stop_div = max(num_it, 6), stop_div
-        self.smoother = AvgSmoothLoss(beta)
-        self.lrs: list[float] = []
-        self.losses: list[float] = []
-        self.suggestions, self.points = None, []  # filled in by Learner.lr_find
-
-    def before_fit(self) -> None:
-        super().before_fit()
-        self.smoother.reset()
-        self.lrs, self.losses, self.best_loss = [], [], math.inf
-
-    def before_batch(self) -> None:
-        self.set_values(self.learn.train_iter / self.num_it)
-
-    def after_batch(self) -> None:
-        super().after_batch()
-        self.smoother.accumulate(self.learn)
-        loss = float(self.smoother.value)  # one host sync per batch: lr_find is short
-        self.learn.smooth_loss = self.smoother.value
-        self.lrs.append(self.learn.opt.hypers[-1]["lr"])
-        self.losses.append(loss)
-        self.best_loss = min(self.best_loss, loss)
-        if self.stop_div and (not math.isfinite(loss) or loss > 4 * self.best_loss):
-            raise CancelFitException()
-        if self.learn.train_iter >= self.num_it:
-            raise CancelFitException()
-
-    def before_validate(self) -> None:
-        raise CancelValidException()
+def _lrs_after_setting(learn, lr):
+    """Set the optimiser's lr (a number, list or slice) and read back one value per group."""
+    check_lr(lr)
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.set_hyper("lr", learn.lr if lr is None else lr)
+    lrs = [h["lr"] for h in learn.opt.hypers]
+    return lrs if len(lrs) > 1 else lrs[0]
 
 
-# ---------------------------------------------------------------- LR suggestions
-# Each takes the learning rates, smoothed losses and num_it of an lr_find and returns
-# (suggested lr, (lr, loss) of the point to mark on the plot). fastai's four methods.
-
-def valley(lrs: list[float], losses: list[float], num_it: int):
-    """The lr two thirds down the longest run of decreasing loss (fastai's default)."""
-    n = len(losses)
-    run = [1] * n  # run[i]: length of the longest decreasing subsequence ending at i
-    best_start, best_end = 0, 0
-    for i in range(1, n):
-        for j in range(i):
-            if losses[i] < losses[j] and run[i] < run[j] + 1:
-                run[i] = run[j] + 1
-            if run[best_end] < run[i]:
-                best_end, best_start = i, i - run[i]
-    third = (best_end - best_start) / 3
-    idx = best_start + int(third) + int(third / 2)
-    return lrs[idx], (lrs[idx], losses[idx])
+def _elementwise_div(x, d: float):
+    """x / d for a number or a list of numbers (one per parameter group)."""
+    return [v / d for v in x] if isinstance(x, list) else x / d
 
 
-def minimum(lrs: list[float], losses: list[float], num_it: int):
-    """A tenth of the lr where the loss was lowest."""
-    i = min(range(len(losses)), key=losses.__getitem__)
-    return lrs[i] / 10, (lrs[i], losses[i])
+def fit_one_cycle(learn, n_epoch: int, lr_max=None, div: float = 25.0, div_final: float = 1e5,
+                  pct_start: float = 0.25, wd: float | None = None, moms=None, cbs=None,
+                  reset_opt: bool = False, start_epoch: int = 0) -> None:
+    """fastai's one-cycle policy: lr warms up from lr_max/div to lr_max over `pct_start`, then
+    anneals to lr_max/div_final, both along cosines; momentum moves the opposite way."""
+    if reset_opt:
+        learn.opt = None
+    lr_max = _lrs_after_setting(learn, lr_max)
+    div_lr = _elementwise_div(lr_max, div)
+    scheds = {"lr": combined_cos(pct_start, div_lr, lr_max, _elementwise_div(lr_max, div_final)),
+              "mom": combined_cos(pct_start, *(learn.moms if moms is None else moms))}
+    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + as_list(cbs), start_epoch=start_epoch)
 
 
-def steep(lrs: list[float], losses: list[float], num_it: int):
-    """The lr where the loss fell fastest per step of log(lr)."""
-    slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(lrs) - 1)]
-    i = min(range(len(slopes)), key=slopes.__getitem__)
-    return lrs[i], (lrs[i], losses[i])
+def fit_flat_cos(learn, n_epoch: int, lr=None, div_final: float = 1e5, pct_start: float = 0.75,
+                 wd: float | None = None, cbs=None, reset_opt: bool = False, start_epoch: int = 0) -> None:
+    """Constant lr for `pct_start` of training, then a cosine down to lr/div_final."""
+    if reset_opt:
+        learn.opt = None
+    lr = _lrs_after_setting(learn, lr)
+    scheds = {"lr": combined_cos(pct_start, lr, lr, _elementwise_div(lr, div_final))}
+    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + as_list(cbs), start_epoch=start_epoch)
 
 
-def slide(lrs: list[float], losses: list[float], num_it: int, lr_diff: int = 15, thresh: float = 0.005,
-          adjust_value: float = 1.0):
-    """Walk left from the end until the loss's slope is about the same `lr_diff` points apart."""
-    n = len(losses)
-    grad = [0.0] * n  # central differences, one-sided at the ends (as numpy.gradient)
-    for i in range(n):
-        lo, hi = max(i - 1, 0), min(i + 1, n - 1)
-        grad[i] = (losses[hi] - losses[lo]) / (hi - lo) if hi > lo else 0.0
-    r, l = n - 1, n - 1 - lr_diff
-    found = lrs[max(l, 0)]
-    while l >= 0 and abs(grad[r] - grad[l]) > thresh:
-        found = lrs[l]
-        r, l = r - 1, l - 1
-    lr = found * adjust_value
-    # the loss at `lr`, interpolated on log(lr), for the plot's marker
-    logs = [math.log10(x) for x in lrs]
-    k = min(max(bisect.bisect_left(logs, math.log10(lr)), 1), n - 1)
-    t = (math.log10(lr) - logs[k - 1]) / (logs[k] - logs[k - 1]) if logs[k] != logs[k - 1] else 0.0
-    return lr, (lr, losses[k - 1] + min(max(t, 0.0), 1.0) * (losses[k] - losses[k - 1]))
-
-
-def suggest(lrs: list[float], losses: list[float], num_it: int, funcs: Sequence[Callable]):
-    """Run the suggestion functions on an lr_find's records: a named tuple and the points to mark.
-
-    As fastai, the first tenth and the last five points are left out, and so is everything from
-    the first non-finite loss on.
-    """
-    lrs, losses = lrs[num_it // 10:-5], losses[num_it // 10:-5]
-    for i, l in enumerate(losses):
-        if not math.isfinite(l):
-            lrs, losses = lrs[:i], losses[:i]
-            break
-    if len(losses) < 2:
-        raise RuntimeError(
-            "lr_find: too few finite losses to suggest a learning rate; raise num_it or lower start_lr")
-    names = [getattr(f, "__name__", None) or getattr(getattr(f, "func", None), "__name__", "suggestion") for f in funcs]
-    results = [f(lrs, losses, num_it) for f in funcs]
-    SuggestedLRs = namedtuple("SuggestedLRs", names)
-    return SuggestedLRs(*[r[0] for r in results]), [r[1] for r in results]
-
-
-def plot_lr_find(lrs: list[float], losses: list[float], points=(), names=(), skip_end: int = 5):
-    """Loss against learning rate on a log axis, with one marker per suggestion; a Figure."""
-    from minilearn.plotting import new_figure
-
-    fig, ax = new_figure()
-    end = len(lrs) - skip_end if len(lrs) > skip_end else len(lrs)
-    ax.plot(lrs[:end], losses[:end])
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss")
-    for (lr, loss), name, color in zip(points, names, ("C1", "C2", "C3", "C4", "C5")):
-        ax.plot(lr, loss, "o", color=color, label=f"{name}: {lr:.2e}")
-    if points:
-        ax.legend()
-    return fig
+def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int = 2, wd: float | None = None,
+             cbs=None, reset_opt: bool = False, start_epoch: int = 0) -> None:
+    """Warm restarts: `n_cycles` cosines from lr_max to 0, each `cycle_mult` times longer."""
+    check_int("n_cycles", n_cycles, low=1)
+    check_int("cycle_len", cycle_len, low=1)
+    if reset_opt:
+        learn.opt = None
+    lr_max = _lrs_after_setting(learn, lr_max)
+    lengths = [cycle_len * cycle_mult**i for i in range(n_cycles)]
+    n_epoch = sum(lengths)
+    scheds = {"lr": combine_scheds([n / n_epoch for n in lengths], [SchedCos(lr_max, 0.0) for _ in lengths])}
+    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + as_list(cbs), start_epoch=start_epoch)

@@ -14,13 +14,14 @@ from typing import Callable
 import torch
 
 from minilearn.callback import Callback, CancelFitException
-from minilearn.callbacks.distributed import is_rank0
+from minilearn.distributed import is_rank0
 
 
 class TrackerCallback(Callback):
     """Tracks the best value of `monitor` over epochs; `new_best` tells whether this epoch beat it."""
 
     order = 60
+    sits_out = ("lr_find",)
 
     def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
                  reset_on_fit: bool = True):
