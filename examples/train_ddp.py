@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from minilearn import Adam, DataLoaders, Learner, accuracy, datasets
-from minilearn.callbacks.distributed import is_rank0, num_distrib
+from minilearn.distributed import is_rank0, num_distrib
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

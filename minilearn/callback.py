@@ -7,6 +7,7 @@ changing its imports. A cancel exception raised during `<x>` runs `after_cancel_
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import torch
@@ -168,6 +169,18 @@ class Callback:
 
     def __repr__(self) -> str:
         return type(self).__name__
+
+
+# Numbers callbacks as they are first added to a learner: ties in `order` keep this order.
+_ADD_SEQ = itertools.count()
+
+
+def sorted_cbs(cbs) -> tuple:
+    """`cbs` in the order they run: ascending `order`, ties in the order they were first added."""
+    for cb in cbs:
+        if getattr(cb, "_added_seq", None) is None:
+            cb._added_seq = next(_ADD_SEQ)
+    return tuple(sorted(cbs, key=lambda c: (c.order, c._added_seq)))
 
 
 def print_training_loop(cbs) -> None:

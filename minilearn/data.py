@@ -246,10 +246,16 @@ class DataLoader(_PicksItsClass):
         batch_size: int | None = None,
     ) -> None:
         # -- check every argument before doing any work
-        _, bs = _given_bs(bs, batch_size)
-        bs = DEFAULT_BS if bs is None else bs
+        bs_name, bs = _given_bs(bs, batch_size)
         seed = _check_options(shuffle, drop_last, seed, generator, collate_fn)
         device = check_device("device", device)
+        self._setup(data, bs_name, bs, shuffle, drop_last, seed, generator, collate_fn)
+        self.device = device
+
+    def _setup(self, data: Any, bs_name: str, bs: int | None, shuffle: bool, drop_last: bool, seed: int | None,
+               generator: torch.Generator | None, collate_fn: Callable | None) -> None:
+        """Check `data` (the other arguments are checked) and set up to batch it (`bs` None: 64)."""
+        bs = DEFAULT_BS if bs is None else bs
         tensors, n = _check_data("data", data, _ACCEPTED)
         if tensors is not None and collate_fn is not None:
             raise ValueError(
@@ -269,7 +275,6 @@ class DataLoader(_PicksItsClass):
         self.generator = generator if generator is not None else _new_generator(seed, draw_from_global=shuffle)
         self._n_batches = n_batches
         self._stop = n_batches * bs  # runs of the order start at 0, bs, 2*bs, ... below this
-        self.device = device
 
     @property
     def device(self) -> torch.device | None:
@@ -366,22 +371,9 @@ class TorchLoader(DataLoader):
     it; `torch_loader` is it. It has no `epoch_order` / `fetch`: its sampler orders and fetches.
     """
 
-    def __init__(
-        self,
-        data: TorchDataLoader,
-        bs: int | None = None,
-        shuffle: bool = False,
-        drop_last: bool = False,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        collate_fn: Callable[[list], Any] | None = None,
-        batch_size: int | None = None,
-    ) -> None:
-        # -- check every argument before doing any work
-        bs_name, given_bs = _given_bs(bs, batch_size)
-        seed = _check_options(shuffle, drop_last, seed, generator, collate_fn)
-        device = check_device("device", device)
+    def _setup(self, data: TorchDataLoader, bs_name: str, given_bs: int | None, shuffle: bool, drop_last: bool,
+               seed: int | None, generator: torch.Generator | None, collate_fn: Callable | None) -> None:
+        """Check what the torch loader owns against the arguments, and take its settings."""
         if not isinstance(data, TorchDataLoader):
             raise TypeError(f"data: expected a torch DataLoader, got {type(data).__name__}")
         dl = data
@@ -416,7 +408,6 @@ class TorchLoader(DataLoader):
         self.shuffle = isinstance(sampler, RandomSampler)
         self.generator = dl.generator
         self._data_device = None  # the torch loader's batches may land anywhere: move them when asked
-        self.device = device
 
     @property
     def torch_loader(self) -> TorchDataLoader:
@@ -438,7 +429,7 @@ class TorchLoader(DataLoader):
         raise TypeError("fetch: a wrapped torch DataLoader fetches its own batches")
 
 
-def _as_loader(name: str, dl: Any) -> DataLoader:
+def as_loader(name: str, dl: Any) -> DataLoader:
     """Return `dl` as a minilearn DataLoader, wrapping a torch one in a `TorchLoader`."""
     if isinstance(dl, DataLoader):
         return dl
@@ -456,7 +447,7 @@ class DataLoaders:
         if not loaders:
             raise ValueError("loaders: expected at least one DataLoader (the training one), got none")
         device = check_device("device", device)
-        self.loaders: list[DataLoader] = [_as_loader(f"loaders[{i}]", dl) for i, dl in enumerate(loaders)]
+        self.loaders: list[DataLoader] = [as_loader(f"loaders[{i}]", dl) for i, dl in enumerate(loaders)]
         self._device = device
         if device is not None:
             for dl in self.loaders:

@@ -18,7 +18,6 @@ schedules (`minilearn.callbacks.schedule`), the LR finder (`callbacks.lr_find`),
 from __future__ import annotations
 
 import contextlib
-import itertools
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -30,14 +29,14 @@ from minilearn import checkpoint, export
 from minilearn.callback import (
     BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
     CancelFitException, CancelStepException, CancelTrainException, CancelValidException, GatherPredsCallback,
-    TrainEvalCallback, note_once, print_training_loop, where_in_loop,
+    TrainEvalCallback, note_once, print_training_loop, sorted_cbs, where_in_loop,
 )
 from minilearn.callbacks import lr_find as lr_finder, progress, schedule
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
 from minilearn.checks import as_list, check_callable, check_int, check_lr, check_number
-from minilearn.data import DataLoader, to_device
+from minilearn.data import as_loader, to_device
 from minilearn.metrics import as_metrics
 from minilearn.optim import Adam, norm_bias_params
 from minilearn.optim_torch import OptimWrapper, make_optimizer
@@ -305,14 +304,10 @@ class Learner:
 
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
                 show_plot: bool = True, suggest_funcs=(lr_finder.valley,), plot_path: str | Path | None = None):
-        """Train briefly with an exponentially rising lr and suggest one from the loss curve.
-
-        It leaves no trace: the weights, the optimiser (and its state), the Recorder, the random
-        number generators and the loaders' shuffling are restored afterwards, so `lr_find()`
-        followed by `fit()` gives the numbers of `fit()` alone. The curve is kept in
-        `learn.lr_finder` (lrs, losses); `learn.plot_lr_find()` draws it. `show_plot` displays
-        the plot in a notebook; `plot_path` saves it as an image (for scripts and terminals).
-        """
+        """Train briefly with an exponentially rising lr and suggest one from the loss curve. It leaves
+        no trace (weights, optimiser, Recorder, RNGs and shuffling are put back), so `lr_find()` then
+        `fit()` gives the numbers of `fit()` alone. The curve is in `learn.lr_finder`; `show_plot`
+        shows it in a notebook, `plot_path` saves it as an image, `learn.plot_lr_find()` draws it."""
         return lr_finder.lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot, suggest_funcs, plot_path)
 
     def plot_lr_find(self, skip_end: int = 5):
@@ -320,21 +315,15 @@ class Learner:
         return lr_finder.plot_learner_lr_find(self, skip_end)
 
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
-        """Save the weights, optimiser state, epoch and RNG states to `path/model_dir/<name>.pth`.
-
-        The write is atomic: a crash or kill in the middle leaves the previous file as it was.
-        """
+        """Save the weights, optimiser state, epoch and RNG states to `path/model_dir/<name>.pth`,
+        atomically: a crash or kill in the middle leaves the previous file as it was."""
         return checkpoint.save_learner(self, name, with_opt)
 
     def load(self, name: str | Path, with_opt: bool = True, with_rng: bool = False, device=None,
              strict: bool = True) -> "Learner":
-        """Load what `save` wrote (checked in full before anything changes); returns the Learner.
-
-        Only tensors and plain data are unpickled (`weights_only=True`). `with_rng` also puts
-        back the random number generators and the epoch, to resume a run exactly. The file is
-        read onto the CPU and copied into the parameters where they are; `device` then moves
-        the model there.
-        """
+        """Load what `save` wrote, checked in full before anything changes (only tensors and plain
+        data are unpickled); returns the Learner. `with_rng` also puts back the RNGs and the epoch,
+        to resume a run exactly; `device` moves the model there afterwards."""
         checkpoint.load_learner_state(self, name, with_opt, with_rng, device, strict)
         return self
 
@@ -351,10 +340,8 @@ class Learner:
         checkpoint.set_rng_state(state, self.dls.loaders)
 
     def export(self, fname: str | Path = "export.pth") -> Path:
-        """Write the model for inference to `path/fname` in a file that cannot run code when loaded.
-
-        `minilearn.load_learner(fname)` reads it back (see `minilearn.export` for the format).
-        """
+        """Write the model for inference to `path/fname`, in a file that cannot run code when
+        loaded; `minilearn.load_learner(fname)` reads it back (the format: `minilearn.export`)."""
         return export.export_learner(self, fname)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -364,10 +351,8 @@ class Learner:
 
     def distrib_ctx(self, sync_loss: bool = True, backend: str | None = None, timeout=DEFAULT_TIMEOUT,
                     **ddp_kwargs):
-        """A context manager: inside it, train on every process torchrun started, with DDP.
-
-        Run as a single process it changes nothing. See `minilearn.callbacks.distributed`.
-        """
+        """A context manager: inside it, train on every process torchrun started, with DDP; in a
+        single process it changes nothing (see `minilearn.callbacks.distributed`)."""
         return distrib_ctx(self, sync_loss=sync_loss, backend=backend, timeout=timeout, **ddp_kwargs)
 
     # ------------------------------------------------------------------ callbacks
@@ -386,11 +371,9 @@ class Learner:
         existing = getattr(self, cb.name, None)
         if existing is not None and not isinstance(existing, Callback):
             raise ValueError(f"cbs: a callback named {cb.name!r} would hide the Learner's attribute of that name")
-        if getattr(cb, "_added_seq", None) is None:
-            cb._added_seq = next(_ADD_SEQ)
         cb.learn = self
         setattr(self, cb.name, cb)
-        self.cbs = tuple(sorted(self.cbs + (cb,), key=lambda c: (c.order, c._added_seq)))
+        self.cbs = sorted_cbs(self.cbs + (cb,))
         self._handlers.clear()
         return cb
 
@@ -401,8 +384,7 @@ class Learner:
 
     def remove_cb(self, cb: Callback | type) -> None:
         """Remove a callback, or every callback of a class."""
-        targets = [c for c in self.cbs if (isinstance(c, cb) if isinstance(cb, type) else c is cb)]
-        for c in targets:
+        for c in self._matching(cb):
             self.cbs = tuple(x for x in self.cbs if x is not c)
             if getattr(self, c.name, None) is c:
                 # another callback of the same name takes the attribute back, else it goes
@@ -433,12 +415,16 @@ class Learner:
     @contextlib.contextmanager
     def removed_cbs(self, cbs: Iterable[Callback | type] | Callback | type | None):
         """Callbacks absent inside the `with` block, put back afterwards where they were."""
-        cbs = [c for cb in as_list(cbs) for c in self.cbs if (isinstance(c, cb) if isinstance(cb, type) else c is cb)]
+        cbs = [c for cb in as_list(cbs) for c in self._matching(cb)]
         self.remove_cbs(cbs)
         try:
             yield self
         finally:
             self.add_cbs(cbs)
+
+    def _matching(self, cb: Callback | type) -> list[Callback]:
+        """The callbacks `cb` names: every one of a class, or that very instance."""
+        return [c for c in self.cbs if (isinstance(c, cb) if isinstance(cb, type) else c is cb)]
 
     def no_bar(self):
         """Keep the metric table but draw no progress bar: a context manager."""
@@ -489,15 +475,9 @@ class Learner:
                 raise
 
     def _valid_dl(self, dl):
-        if dl is None:
-            if self.dls.valid is None:
-                raise ValueError("dl: the DataLoaders have no validation set; pass a DataLoader")
-            return self.dls.valid
-        if isinstance(dl, torch.utils.data.DataLoader):
-            return DataLoader(dl)
-        if not isinstance(dl, DataLoader):
-            raise TypeError(f"dl: expected a minilearn or torch DataLoader, got {type(dl).__name__}")
-        return dl
+        if dl is None and self.dls.valid is None:
+            raise ValueError("dl: the DataLoaders have no validation set; pass a DataLoader")
+        return self.dls.valid if dl is None else as_loader("dl", dl)
 
     def __repr__(self) -> str:
         return f"Learner(model={type(self.model).__name__}, opt={self.opt!r}, cbs={self.cbs})"
@@ -506,9 +486,6 @@ class Learner:
 # The events around each stage of the loop: (before, after_cancel, after).
 _STAGE_EVENTS = {stage: (f"before_{stage}", f"after_cancel_{stage}", f"after_{stage}")
                  for stage in ("fit", "epoch", "train", "validate", "batch", "backward", "step")}
-
-# Numbers callbacks as they are first added: ties in `order` keep this order.
-_ADD_SEQ = itertools.count()
 
 
 def _check_args(dls, model, loss_func, opt_func, lr, splitter) -> None:

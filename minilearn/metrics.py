@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minilearn.callback import snake_case
-from minilearn.checks import as_list
+from minilearn.checks import as_list, check_number
 from minilearn.distributed import all_gather_cat, all_reduce_sum
 
 
@@ -148,9 +148,7 @@ class AvgSmoothLoss(Metric):
     """
 
     def __init__(self, beta: float = 0.98):
-        if not 0 <= beta < 1:
-            raise ValueError(f"beta: expected 0 <= beta < 1, got {beta}")
-        self.beta = beta
+        self.beta = check_number("beta", beta, low=0, high=1, high_open=True)
         self.reset()
 
     def reset(self) -> None:

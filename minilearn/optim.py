@@ -379,20 +379,31 @@ class RMSProp(Optimizer):
             p.addcdiv_(grad, denom, value=-lr)
 
 
-def _adam_moments(p: Tensor, grad: Tensor, state: dict, mom: float, sqr_mom: float) -> tuple[Tensor, Tensor, int]:
-    """Update the dampened averages of the gradient and its square; return them and the step count."""
-    grad_avg = state.get("grad_avg")
-    if grad_avg is None:
-        grad_avg = state["grad_avg"] = torch.zeros_like(p)
-        state["sqr_avg"] = torch.zeros_like(p)
-    sqr_avg = state["sqr_avg"]
-    step = state["step"] = state.get("step", 0) + 1  # a Python int: debiasing needs no device sync
-    grad_avg.lerp_(grad, 1 - mom)
-    sqr_avg.mul_(sqr_mom).addcmul_(grad, grad, value=1 - sqr_mom)
-    return grad_avg, sqr_avg, step
+class _AdamLike(Optimizer):
+    """What Adam, RAdam and Lamb share: beta1 / beta2 as `mom` / `sqr_mom` in [0, 1), decoupled
+    or L2 weight decay, and the dampened averages of the gradient and its square."""
+
+    def __init__(self, params, decouple_wd: bool, **defaults):
+        _check_below_one("mom", defaults["mom"])
+        _check_below_one("sqr_mom", defaults["sqr_mom"])
+        super().__init__(params, **defaults)
+        self.decouple_wd = decouple_wd
+
+    def _moments(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, wd: float):
+        """Weight decay, then the updated averages: (grad_avg, sqr_avg, step, debias1, debias2)."""
+        grad = _weight_decay(p, p.grad, state, lr, wd, self.decouple_wd)
+        grad_avg = state.get("grad_avg")
+        if grad_avg is None:
+            grad_avg = state["grad_avg"] = torch.zeros_like(p)
+            state["sqr_avg"] = torch.zeros_like(p)
+        sqr_avg = state["sqr_avg"]
+        step = state["step"] = state.get("step", 0) + 1  # a Python int: debiasing needs no device sync
+        grad_avg.lerp_(grad, 1 - mom)
+        sqr_avg.mul_(sqr_mom).addcmul_(grad, grad, value=1 - sqr_mom)
+        return grad_avg, sqr_avg, step, 1 - mom**step, 1 - sqr_mom**step
 
 
-class Adam(Optimizer):
+class Adam(_AdamLike):
     """Adam with fastai's defaults: AdamW (decoupled `wd`) by default, Adam with L2 if `decouple_wd=False`.
 
     `mom` is beta1, `sqr_mom` beta2. Both moments are debiased and `eps` is added after the
@@ -401,21 +412,16 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
                  wd: float = 0.01, decouple_wd: bool = True):
-        _check_below_one("mom", mom)
-        _check_below_one("sqr_mom", sqr_mom)
-        super().__init__(params, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
-        self.decouple_wd = decouple_wd
+        super().__init__(params, decouple_wd, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
 
     def update(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, eps: float, wd: float,
                **_) -> None:
-        grad = _weight_decay(p, p.grad, state, lr, wd, self.decouple_wd)
-        grad_avg, sqr_avg, step = _adam_moments(p, grad, state, mom, sqr_mom)
-        debias1, debias2 = 1 - mom**step, 1 - sqr_mom**step
+        grad_avg, sqr_avg, step, debias1, debias2 = self._moments(p, state, lr, mom, sqr_mom, wd)
         denom = (sqr_avg.sqrt() / math.sqrt(debias2)).add_(eps)
         p.addcdiv_(grad_avg, denom, value=-lr / debias1)
 
 
-class RAdam(Optimizer):
+class RAdam(_AdamLike):
     """Rectified Adam (Liu et al. 2019) with fastai's names and defaults; matches `torch.optim.RAdam`.
 
     While the variance estimate is unreliable (rho_t <= 5, as both fastai and torch) the step is
@@ -427,16 +433,11 @@ class RAdam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
                  wd: float = 0.0, beta: float = 0.0, decouple_wd: bool = True):
-        _check_below_one("mom", mom)
-        _check_below_one("sqr_mom", sqr_mom)
-        super().__init__(params, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta)
-        self.decouple_wd = decouple_wd
+        super().__init__(params, decouple_wd, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta)
 
     def update(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, eps: float, wd: float,
                beta: float, **_) -> None:
-        grad = _weight_decay(p, p.grad, state, lr, wd, self.decouple_wd)
-        grad_avg, sqr_avg, step = _adam_moments(p, grad, state, mom, sqr_mom)
-        debias1, debias2 = 1 - mom**step, 1 - sqr_mom**step
+        grad_avg, sqr_avg, step, debias1, debias2 = self._moments(p, state, lr, mom, sqr_mom, wd)
         rho_inf = 2 / (1 - sqr_mom) - 1
         rho = rho_inf - 2 * step * sqr_mom**step / debias2
         if rho > 5:
@@ -449,7 +450,7 @@ class RAdam(Optimizer):
             p.add_(grad_avg, alpha=-lr / debias1)
 
 
-class Lamb(Optimizer):
+class Lamb(_AdamLike):
     """LAMB (You et al. 2019) as fastai's: the debiased Adam step scaled by the trust ratio ||p|| / ||step||.
 
     The ratio is clamped to at most 10, and taken as 1 if either norm is 0 (fastai's rule),
@@ -459,16 +460,11 @@ class Lamb(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
                  wd: float = 0.0, decouple_wd: bool = True):
-        _check_below_one("mom", mom)
-        _check_below_one("sqr_mom", sqr_mom)
-        super().__init__(params, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
-        self.decouple_wd = decouple_wd
+        super().__init__(params, decouple_wd, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
 
     def update(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, eps: float, wd: float,
                **_) -> None:
-        grad = _weight_decay(p, p.grad, state, lr, wd, self.decouple_wd)
-        grad_avg, sqr_avg, step = _adam_moments(p, grad, state, mom, sqr_mom)
-        debias1, debias2 = 1 - mom**step, 1 - sqr_mom**step
+        grad_avg, sqr_avg, step, debias1, debias2 = self._moments(p, state, lr, mom, sqr_mom, wd)
         adam_step = (grad_avg / debias1).div_((sqr_avg / debias2).sqrt_().add_(eps))
         p_norm, step_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(adam_step)
         trust = torch.where((p_norm > 0) & (step_norm > 0), (p_norm / step_norm).clamp(max=10.0), 1.0)

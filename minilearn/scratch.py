@@ -36,34 +36,17 @@ A Learner trains a scratch model with `cbs=ScratchBackward()`; without it, the L
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor, nn
 
 from minilearn.callback import Callback, CancelBackwardException
+from minilearn.checks import check_bool, check_int, check_number
 
 __all__ = [
     "Layer", "Linear", "Identity", "LinearActivation", "Sigmoid", "Tanh", "BinaryStep", "ReLU", "LeakyReLU",
     "Softmax", "Sequential", "Loss", "MSE", "CrossEntropy", "backprop", "ScratchBackward",
 ]
-
-
-def _check_real(name: str, value) -> float:
-    """A real number (not a bool), else a TypeError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value}")
-    return float(value)
-
-
-def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {value}")
-    return value
 
 
 def _add_grad(p: Tensor, grad: Tensor) -> None:
@@ -113,10 +96,9 @@ class Linear(Layer):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        self.in_features = _check_size("in_features", in_features)
-        self.out_features = _check_size("out_features", out_features)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias: expected True or False, got {bias!r}")
+        self.in_features = check_int("in_features", in_features, low=1)
+        self.out_features = check_int("out_features", out_features, low=1)
+        check_bool("bias", bias)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.reset_parameters()
@@ -165,7 +147,7 @@ class LinearActivation(Layer):
 
     def __init__(self, a: float = 1.0):
         super().__init__()
-        self.a = _check_real("a", a)
+        self.a = check_number("a", a)
 
     def forward(self, x: Tensor) -> Tensor:
         self._keep()
@@ -214,7 +196,7 @@ class BinaryStep(Layer):
 
     def __init__(self, thresh: float = 0.0):
         super().__init__()
-        self.thresh = _check_real("thresh", thresh)
+        self.thresh = check_number("thresh", thresh)
 
     def forward(self, x: Tensor) -> Tensor:
         self._keep()
@@ -247,7 +229,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, a: float = 0.01, b: float = 1.0):
         super().__init__()
-        self.a, self.b = _check_real("a", a), _check_real("b", b)
+        self.a, self.b = check_number("a", a), check_number("b", b)
 
     def forward(self, x: Tensor) -> Tensor:
         positive = x > 0

@@ -22,6 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from minilearn import scratch
+from minilearn.checks import check_int, check_number
 from minilearn.data import DataLoaders
 from minilearn.learner import Learner
 from minilearn.optim import SGD, Adam, RMSProp
@@ -151,12 +152,9 @@ class NeuralNetClassifier(ClassifierMixin, BaseEstimator):
         for a in acts:
             if not (isinstance(a, scratch.Layer) or a in ACTIVATIONS):
                 raise ValueError(f"activations: expected names from {sorted(ACTIVATIONS)} or scratch layers, got {a!r}")
-        for name in ("max_epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-        if not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool) or not self.lr > 0:
-            raise ValueError(f"lr: expected a number > 0, got {self.lr!r}")
+        check_int("max_epochs", self.max_epochs, low=1)  # a wrong type is a ValueError too, as scikit-learn wants
+        check_int("batch_size", self.batch_size, low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
         if callable(self.optimizer):
             opt_func = self.optimizer
         elif self.optimizer in OPTIMIZERS:

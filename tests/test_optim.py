@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 from minilearn import SGD
 from minilearn.optim import Adam, BaseOptimizer, Lamb, Lookahead, RAdam, RMSProp, even_mults, norm_bias_params, ranger
+from minilearn.optim_torch import OptimWrapper
 
 
 def make_params(seed: int = 0) -> list[torch.Tensor]:
@@ -239,6 +241,10 @@ ALL = {
     "radam": RAdam,
     "lamb": Lamb,
     "ranger": ranger,
+    # torch optimisers behind the same interface (minilearn.optim_torch)
+    "wrapper_sgd": lambda ps: OptimWrapper(ps, opt=torch.optim.SGD, lr=0.1, momentum=0.9),
+    "wrapper_adamw": partial(OptimWrapper, opt=torch.optim.AdamW),
+    "wrapper_rmsprop": lambda ps: OptimWrapper(ps, opt=torch.optim.RMSprop),
 }
 
 
@@ -387,6 +393,7 @@ ROUND_TRIP = {
     "sgd_mom": lambda ps: SGD(ps, lr=0.01, mom=0.9, wd=0.1),
     "adam": lambda ps: Adam(ps, lr=0.01),
     "ranger": lambda ps: ranger(ps, lr=0.01),
+    "wrapper_adamw": lambda ps: OptimWrapper(ps, opt=torch.optim.AdamW, lr=0.01),
 }
 
 

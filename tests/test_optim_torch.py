@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 
 import pytest
 import torch
@@ -27,65 +26,7 @@ def test_matches_torch_optim_over_100_steps(name):
     assert diff < 1e-6, f"{name}: max abs diff {diff}"
 
 
-# ------------------------------------------------------------------------------- the optimiser interface
-ALL = {
-    "wrapper_sgd": lambda ps: OptimWrapper(ps, opt=torch.optim.SGD, lr=0.1, momentum=0.9),
-    "wrapper_adamw": partial(OptimWrapper, opt=torch.optim.AdamW),
-    "wrapper_rmsprop": lambda ps: OptimWrapper(ps, opt=torch.optim.RMSprop),
-}
-
-
-@pytest.mark.parametrize("name", list(ALL))
-def test_every_optimiser_exposes_lr_and_mom_and_takes_a_schedule(name):
-    opt = ALL[name]([[torch.zeros(2, requires_grad=True)], [torch.zeros(2, requires_grad=True)]])
-    for h in opt.hypers:
-        assert isinstance(h["lr"], float) and isinstance(h["mom"], float)
-    opt.set_hyper("lr", 0.05)
-    opt.set_hyper("mom", 0.85)
-    assert opt.hypers[-1]["lr"] == 0.05 and opt.hypers[-1]["mom"] == 0.85
-
-
-@pytest.mark.parametrize("name", list(ALL))
-def test_frozen_groups_have_no_grad_and_do_not_move(name):
-    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)).double()
-    opt = ALL[name]([list(model[0].parameters()), list(model[1].parameters())])
-    opt.set_hypers(wd=0.1) if "wd" in opt.hypers[0] else None
-    before = [p.detach().clone() for p in model.parameters()]
-    opt.freeze()
-    x = torch.randn(8, 3, dtype=torch.float64)
-    for _ in range(3):
-        model(x).pow(2).mean().backward()
-        opt.step()
-        opt.zero_grad()
-    after = list(model.parameters())
-    assert all(torch.equal(b, a) for b, a in zip(before[:2], after[:2]))        # frozen first group
-    assert not any(torch.equal(b, a) for b, a in zip(before[2:], after[2:]))    # trained last group
-    assert all(p.grad is None for p in model.parameters())
-
-
 # ------------------------------------------------------------------------------- state_dict
-ROUND_TRIP = {
-    "wrapper_adamw": lambda ps: OptimWrapper(ps, opt=torch.optim.AdamW, lr=0.01),
-}
-
-
-@pytest.mark.parametrize("name", list(ROUND_TRIP))
-def test_state_dict_round_trip_continues_identically(name):
-    factory = ROUND_TRIP[name]
-    params, grads = make_params(), make_grads(15)
-    opt = factory(params)
-    apply_steps(opt, params, grads[:7])
-    opt.set_hyper("lr", 0.02)  # saved and restored with the state
-    sd = opt.state_dict()
-    resumed = [p.detach().clone().requires_grad_() for p in params]
-    apply_steps(opt, params, grads[7:])  # stepping on must not change the saved dict
-    opt2 = factory(resumed)
-    opt2.load_state_dict(sd)
-    assert opt2.hypers[0]["lr"] == 0.02
-    apply_steps(opt2, resumed, grads[7:])
-    assert all(torch.equal(a, b) for a, b in zip(params, resumed))
-
-
 def test_mismatched_load_raises():
     params = make_params()
     with pytest.raises(ValueError):

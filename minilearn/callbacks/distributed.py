@@ -55,6 +55,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minilearn.callback import Callback, GatherPredsCallback, add_note
 from minilearn.callbacks.progress import ProgressCallback
+from minilearn.checks import check_bool
 from minilearn.data import DataLoader
 # the layer below, re-exported here too: scripts written for this module import them from it
 from minilearn.distributed import (
@@ -84,9 +85,7 @@ class DistributedTrainer(Callback):
     run_valid = False  # nothing to do per validation batch
 
     def __init__(self, sync_loss: bool = True, **ddp_kwargs):
-        if not isinstance(sync_loss, bool):
-            raise TypeError(f"sync_loss: expected True or False, got {sync_loss!r}")
-        self.sync_loss, self.ddp_kwargs = sync_loss, ddp_kwargs
+        self.sync_loss, self.ddp_kwargs = check_bool("sync_loss", sync_loss), ddp_kwargs
         self.ddp: DistributedDataParallel | None = None
         self._weight = 1.0
 

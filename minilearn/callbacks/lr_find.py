@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from minilearn.callback import CancelFitException, CancelValidException
 from minilearn.callbacks.schedule import ParamScheduler, SchedExp
 from minilearn.checkpoint import rng_state, set_rng_state
+from minilearn.checks import check_int
 from minilearn.distributed import is_rank0
 from minilearn.metrics import AvgSmoothLoss
 from minilearn.torch_basics import kept_modes
@@ -32,8 +33,7 @@ class LRFinder(ParamScheduler):
     """
 
     def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, beta: float = 0.98):
-        if not isinstance(num_it, int) or num_it < 1:
-            raise ValueError(f"num_it: expected an int >= 1, got {num_it!r}")
+        check_int("num_it", num_it, low=1)
         super().__init__({"lr": SchedExp(start_lr, end_lr)})
         self.num_it, self.stop_div = max(num_it, 6), stop_div
         self.smoother = AvgSmoothLoss(beta)

@@ -11,6 +11,7 @@ import time
 import torch
 
 from minilearn.callback import Callback
+from minilearn.checks import check_number
 from minilearn.metrics import AvgLoss, to_float
 
 
@@ -30,9 +31,7 @@ class Recorder(Callback):
     def __init__(self, add_time: bool = True, train_metrics: bool = False, valid_metrics: bool = True,
                  beta: float = 0.98):
         self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
-        if not 0 <= beta < 1:
-            raise ValueError(f"beta: expected 0 <= beta < 1, got {beta}")
-        self.beta = beta
+        self.beta = check_number("beta", beta, low=0, high=1, high_open=True)
         self.valid_loss = AvgLoss()
         self._losses: list[float] = []  # smoothed losses as floats, made from `_pending` by _flush
         self._pending: list = []        # raw batch losses not yet flushed, still on the device

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from minilearn.callback import Callback, CancelFitException
+from minilearn.checks import check_int, check_number
 from minilearn.distributed import is_rank0
 
 
@@ -53,34 +54,49 @@ class TrackerCallback(Callback):
             self.best = value
 
 
-class EarlyStoppingCallback(TrackerCallback):
+class PlateauTracker(TrackerCallback):
+    """A tracker that acts once `monitor` has not improved for `patience` epochs in a row: the base
+    of EarlyStoppingCallback and ReduceLROnPlateau, which say what to do in `on_plateau`."""
+
+    def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
+                 patience: int = 1, reset_on_fit: bool = True):
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
+        self.patience = check_int("patience", patience, low=1)
+        self.wait = 0  # epochs since the last new best
+
+    def before_fit(self) -> None:
+        self.wait = 0
+        super().before_fit()
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        self.wait = 0 if self.new_best else self.wait + 1
+        if self.wait >= self.patience:
+            self.on_plateau()
+
+    def on_plateau(self) -> None:
+        raise NotImplementedError
+
+
+class EarlyStoppingCallback(PlateauTracker):
     """Stops training when `monitor` has not improved for `patience` epochs."""
 
     order = TrackerCallback.order + 3
 
     def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
                  patience: int = 1, reset_on_fit: bool = True):
-        super().__init__(monitor, comp, min_delta, reset_on_fit)
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
-        self.patience = patience
+        super().__init__(monitor, comp, min_delta, patience, reset_on_fit)
         self.stopped_epoch: int | None = None
 
     def before_fit(self) -> None:
-        self.wait, self.stopped_epoch = 0, None
+        self.stopped_epoch = None
         super().before_fit()
 
-    def after_epoch(self) -> None:
-        super().after_epoch()
-        if self.new_best:
-            self.wait = 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            self.stopped_epoch = self.learn.epoch
-            if is_rank0():  # one message, not one per process
-                print(f"No improvement since epoch {self.learn.epoch - self.wait}: early stopping", flush=True)
-            raise CancelFitException()
+    def on_plateau(self) -> None:
+        self.stopped_epoch = self.learn.epoch
+        if is_rank0():  # one message, not one per process
+            print(f"No improvement since epoch {self.learn.epoch - self.wait}: early stopping", flush=True)
+        raise CancelFitException()
 
 
 class SaveModelCallback(TrackerCallback):
@@ -127,38 +143,24 @@ class SaveModelCallback(TrackerCallback):
             self.learn.load(self.fname, with_opt=self.with_opt)
 
 
-class ReduceLROnPlateau(TrackerCallback):
+class ReduceLROnPlateau(PlateauTracker):
     """Divides the learning rate by `factor` when `monitor` has not improved for `patience` epochs."""
 
     order = TrackerCallback.order + 2
 
     def __init__(self, monitor: str = "valid_loss", comp: Callable | None = None, min_delta: float = 0.0,
                  patience: int = 1, factor: float = 10.0, min_lr: float = 0.0, reset_on_fit: bool = True):
-        super().__init__(monitor, comp, min_delta, reset_on_fit)
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
-        if factor <= 1:
-            raise ValueError(f"factor: expected a number > 1 (the lr is divided by it), got {factor!r}")
-        self.patience, self.factor, self.min_lr = patience, factor, min_lr
+        super().__init__(monitor, comp, min_delta, patience, reset_on_fit)
+        self.factor = check_number("factor", factor, low=1, low_open=True)  # the lr is divided by it
+        self.min_lr = min_lr
 
-    def before_fit(self) -> None:
+    def on_plateau(self) -> None:
+        opt = self.learn.opt
+        old = opt.hypers[-1]["lr"]
+        opt.set_hyper("lr", [max(h["lr"] / self.factor, self.min_lr) for h in opt.hypers])
         self.wait = 0
-        super().before_fit()
-
-    def after_epoch(self) -> None:
-        super().after_epoch()
-        if self.new_best:
-            self.wait = 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            opt = self.learn.opt
-            old = opt.hypers[-1]["lr"]
-            opt.set_hyper("lr", [max(h["lr"] / self.factor, self.min_lr) for h in opt.hypers])
-            self.wait = 0
-            if opt.hypers[-1]["lr"] < old:
-                if is_rank0():  # one message, not one per process
-                    print(f"Epoch {self.learn.epoch}: reducing lr to {opt.hypers[-1]['lr']}", flush=True)
+        if opt.hypers[-1]["lr"] < old and is_rank0():  # one message, not one per process
+            print(f"Epoch {self.learn.epoch}: reducing lr to {opt.hypers[-1]['lr']}", flush=True)
 
 
 class TerminateOnNaNCallback(Callback):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from minilearn.callback import Callback, CancelBatchException, CancelStepException
+from minilearn.checks import check_int, check_number
 from minilearn.metrics import find_bs
 
 
@@ -100,9 +101,8 @@ class GradientClip(Callback):
     order = MixedPrecision.order + 1  # after the gradients are unscaled
 
     def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0):
-        if max_norm <= 0:
-            raise ValueError(f"max_norm: expected a number > 0, got {max_norm}")
-        self.max_norm, self.norm_type = max_norm, norm_type
+        self.max_norm = check_number("max_norm", max_norm, low=0, low_open=True)
+        self.norm_type = norm_type
 
     def before_step(self) -> None:
         nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm, self.norm_type)
@@ -119,9 +119,7 @@ class GradientAccumulation(Callback):
     run_valid = False
 
     def __init__(self, n_acc: int = 32):
-        if not isinstance(n_acc, int) or n_acc < 1:
-            raise ValueError(f"n_acc: expected an int >= 1 (a number of samples), got {n_acc!r}")
-        self.n_acc = n_acc
+        self.n_acc = check_int("n_acc", n_acc, low=1)  # a number of samples
         self.count = 0
 
     def before_fit(self) -> None:
