@@ -1,4 +1,4 @@
-"""Tiny trainings for tests/test_distributed.py: under torchrun (several ranks), or imported (one process).
+"""Tiny trainings for tests/test_distributed_trainer.py: under torchrun (several ranks), or imported (one process).
 
     torchrun --standalone --nproc_per_node 2 tests/ddp_worker.py train OUT   # each rank writes OUT/rank<r>.pt
     torchrun --standalone --nproc_per_node 2 tests/ddp_worker.py fail OUT    # rank 1 raises in epoch 1
@@ -16,7 +16,8 @@ from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from minilearn import AccumMetric, Callback, DataLoaders, Learner, SaveModelCallback, StatefulMetric, accuracy
-from minilearn.callbacks.distributed import distrib_ctx, rank_distrib
+from minilearn.callbacks.distributed import distrib_ctx
+from minilearn.distributed import rank_distrib
 from synthetic import class_data
 
 # name: (train items, valid items, global batch size, epochs). Global batches of the last two

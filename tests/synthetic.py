@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilearn import DataLoaders, Learner, SGD, accuracy
+from minilearn import Callback, DataLoaders, Learner, SGD, accuracy
+from minilearn.callback import EVENTS
 
 
 def linear_data(n: int = 64, n_valid: int = 32, n_features: int = 3, seed: int = 0):
@@ -32,6 +33,31 @@ def regression_learner(n: int = 64, n_valid: int = 32, bs: int = 16, lr: float =
     dls = DataLoaders.from_tensors(x, y, vx, vy, bs=bs, seed=seed)
     torch.manual_seed(seed)
     return Learner(dls, nn.Linear(x.shape[1], 1), nn.MSELoss(), opt_func=SGD, lr=lr, **kwargs)
+
+
+def small_learner(**kwargs) -> Learner:
+    """2 training batches and 1 validation batch per epoch, no table."""
+    return regression_learner(n=32, n_valid=16, bs=16, **kwargs)
+
+
+class LogEvents(Callback):
+    """Appends the name of every event it sees (with the phase for batch events)."""
+
+    def __init__(self):
+        self.events: list[str] = []
+
+
+for _event in EVENTS:
+    setattr(LogEvents, _event, lambda self, _e=_event: self.events.append(_e))
+
+
+def run_with(cb: Callback, n_epoch: int = 2, **kwargs) -> LogEvents:
+    """Fit a `small_learner` for `n_epoch` with `cb` and a `LogEvents`; returns the log."""
+    learn = small_learner(**kwargs)
+    log = LogEvents()
+    with learn.no_logging():
+        learn.fit(n_epoch, cbs=[log, cb])
+    return log
 
 
 def class_learner(tmp_path=None, bs=16, seed=0, dropout=0.0, **kwargs) -> Learner:

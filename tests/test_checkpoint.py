@@ -1,15 +1,22 @@
-"""Checkpoints: atomic writes, loads that refuse code, and no half-loaded models."""
+"""Checkpoints: atomic writes, loads that refuse code, no half-loaded models, resumed runs, kills mid-save."""
 
 from __future__ import annotations
 
-import pickle
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from minilearn import Callback, DataLoaders, Learner, SaveModelCallback
 from minilearn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from synthetic import regression_learner
+from synthetic import class_learner, linear_data, regression_learner
 
 
 def trained(tmp_path, **kw):
@@ -105,3 +112,98 @@ def test_checkpoint_holds_model_opt_epoch_and_rng(tmp_path):
     ckpt = load_checkpoint(learn.save("ckpt"))
     assert set(ckpt) == {"model", "epoch", "rng", "opt"} and ckpt["epoch"] == 1
     assert set(load_checkpoint(learn.save("no_opt", with_opt=False))) == {"model", "epoch", "rng"}
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    """Interrupted after epoch 1, resumed from its checkpoint in a new Learner: bit for bit the same."""
+    whole = class_learner(tmp_path / "a", dropout=0.2)
+    with whole.no_logging():
+        whole.fit_one_cycle(4, 0.1)
+
+    class Interrupt(Callback):
+        def before_epoch(self):
+            if self.epoch == 2:
+                raise KeyboardInterrupt()
+
+    first = class_learner(tmp_path / "b", dropout=0.2)
+    with first.no_logging(), pytest.raises(KeyboardInterrupt):
+        first.fit_one_cycle(4, 0.1, cbs=[SaveModelCallback(every_epoch=True, with_opt=True, fname="ckpt"), Interrupt()])
+
+    torch.manual_seed(999)  # the new process's RNGs are elsewhere: the checkpoint puts them back
+    resumed = class_learner(tmp_path / "b", dropout=0.2, seed=0)
+    resumed.load("ckpt_1", with_rng=True)
+    assert resumed.epoch == 1
+    with resumed.no_logging():
+        resumed.fit_one_cycle(4, 0.1, start_epoch=2)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    assert [r["epoch"] for r in resumed.recorder.history] == [2, 3]
+
+
+def test_load_to_a_device_and_start_epoch_checks(tmp_path):
+    learn = class_learner(tmp_path)
+    with learn.no_logging():
+        learn.fit(1)
+    learn.save("c")
+    learn.load("c", with_rng=True, device="cpu")
+    assert next(learn.model.parameters()).device.type == "cpu"
+    with pytest.raises(ValueError, match="start_epoch"):
+        learn.fit(2, start_epoch=True)
+
+
+def test_checkpoint_files_get_a_normal_mode(tmp_path):
+    import os
+    import stat
+
+    learn = class_learner(tmp_path)
+    mask = os.umask(0o022)
+    try:
+        path = learn.save("c")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+SAVER = textwrap.dedent("""
+    import sys, torch
+    from torch import nn
+    sys.path.insert(0, {tests!r})
+    from synthetic import linear_data
+    from minilearn import DataLoaders, Learner
+    x, y, vx, vy = linear_data()
+    model = nn.Sequential(nn.Linear(3, 4000), nn.Linear(4000, 4000), nn.Linear(4000, 1))  # ~64 MB of weights
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy), model, nn.MSELoss(), path={path!r})
+    with torch.no_grad():
+        for p in model.parameters(): p.fill_(1.0)
+    learn.save("ckpt")
+    print("first", flush=True)
+    value = 2.0
+    while True:
+        with torch.no_grad():
+            for p in model.parameters(): p.fill_(value)
+        print("saving", value, flush=True)
+        learn.save("ckpt")
+        value += 1
+""")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.08])
+def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path, delay):
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER.format(tests=str(Path(__file__).parent), path=str(tmp_path)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "first"
+        line = proc.stdout.readline()          # a save has started
+        assert line.startswith("saving")
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    x, y, vx, vy = linear_data()
+    model = nn.Sequential(nn.Linear(3, 4000), nn.Linear(4000, 4000), nn.Linear(4000, 1))
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy), model, nn.MSELoss(), path=tmp_path)
+    learn.load("ckpt")                              # a whole checkpoint, old or new
+    values = {p.flatten()[0].item() for p in model.parameters()}
+    assert len(values) == 1 and all(torch.all(p == p.flatten()[0]) for p in model.parameters())

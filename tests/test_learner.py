@@ -1,4 +1,4 @@
-"""The seven-step loop, its events, cancellation, errors, and callback management."""
+"""The seven-step loop, its events, cancellation, errors injected at any event, bad batches, and callback management."""
 
 from __future__ import annotations
 
@@ -12,18 +12,7 @@ from minilearn import (
     Learner, accuracy,
 )
 from minilearn.callback import EVENTS
-from synthetic import class_data, linear_data, regression_learner
-
-
-class LogEvents(Callback):
-    """Appends the name of every event it sees (with the phase for batch events)."""
-
-    def __init__(self):
-        self.events: list[str] = []
-
-
-for _event in EVENTS:
-    setattr(LogEvents, _event, lambda self, _e=_event: self.events.append(_e))
+from synthetic import LogEvents, class_data, class_learner, linear_data, regression_learner, run_with, small_learner
 
 
 class RaiseAt(Callback):
@@ -50,19 +39,6 @@ VALID_BATCH = ["before_batch", "after_pred", "after_loss", "after_batch"]
 def epoch_events(n_train: int, n_valid: int) -> list[str]:
     return (["before_epoch", "before_train"] + TRAIN_BATCH * n_train + ["after_train", "before_validate"]
             + VALID_BATCH * n_valid + ["after_validate", "after_epoch"])
-
-
-def small_learner(**kwargs) -> Learner:
-    """2 training batches and 1 validation batch per epoch, no table."""
-    return regression_learner(n=32, n_valid=16, bs=16, **kwargs)
-
-
-def run_with(cb: Callback, n_epoch: int = 2, **kwargs) -> LogEvents:
-    learn = small_learner(**kwargs)
-    log = LogEvents()
-    with learn.no_logging():
-        learn.fit(n_epoch, cbs=[log, cb])
-    return log
 
 
 def test_event_order_for_fit_with_train_and_valid():
@@ -262,31 +238,6 @@ def test_fit_zero_epochs_runs_only_fit_events():
     assert log.events == ["before_fit", "after_fit"]
 
 
-def test_state_seen_by_callbacks():
-    seen = []
-
-    class Watch(Callback):
-        def after_loss(self):
-            seen.append((self.epoch, self.iter, self.n_iter, self.training, round(self.pct_train, 4),
-                         self.xb[0].shape[0], self.yb[0].shape[0], self.pred.shape, self.loss.ndim, self.n_epoch))
-
-    run_with(Watch(), n_epoch=2)
-    assert seen[0] == (0, 0, 2, True, 0.0, 16, 16, torch.Size([16, 1]), 0, 2)
-    assert seen[1] == (0, 1, 2, True, 0.25, 16, 16, torch.Size([16, 1]), 0, 2)
-    assert seen[2][:4] == (0, 0, 1, False)
-    assert seen[3][:5] == (1, 0, 2, True, 0.5)
-
-
-def test_callback_writes_must_go_through_learn():
-    class BadWrite(Callback):
-        def after_pred(self):
-            self.pred = self.pred * 2
-
-    learn = small_learner()
-    with learn.no_logging(), pytest.raises(AttributeError, match=r"self\.learn\.pred"):
-        learn.fit(1, cbs=BadWrite())
-
-
 def test_callback_can_change_the_batch_and_loss():
     class ZeroInputs(Callback):
         def before_batch(self):
@@ -328,26 +279,6 @@ def test_callbacks_run_in_order_with_ties_in_insertion_order():
     assert calls == ["a", "b1", "b2", "c"]
 
 
-def test_run_train_and_run_valid_filter_batch_events():
-    class TrainOnly(Callback):
-        run_valid = False
-
-        def __init__(self):
-            self.n = 0
-
-        def after_batch(self):
-            self.n += 1
-
-    class ValidOnly(TrainOnly):
-        run_valid, run_train = True, False
-
-    t, v = TrainOnly(), ValidOnly()
-    learn = small_learner()
-    with learn.no_logging():
-        learn.fit(2, cbs=[t, v])
-    assert (t.n, v.n) == (4, 2)
-
-
 def test_add_remove_and_context_managers():
     learn = small_learner()
 
@@ -369,36 +300,12 @@ def test_add_remove_and_context_managers():
     assert not any(isinstance(c, Extra) for c in learn.cbs)
 
 
-def test_callback_name():
-    class EarlyStoppingCallback(Callback):
-        pass
-
-    class GradNormLogger(Callback):
-        pass
-
-    assert EarlyStoppingCallback().name == "early_stopping"
-    assert GradNormLogger().name == "grad_norm_logger"
-    learn = small_learner()
-    assert learn.recorder.name == "recorder" and learn.progress.name == "progress"
-    assert learn.train_eval.name == "train_eval"
-
-
 def test_callback_cannot_hide_learner_attribute():
     class Model(Callback):
         pass
 
     with pytest.raises(ValueError, match="cbs"):
         small_learner().add_cb(Model())
-
-
-def test_show_training_loop_lists_events_and_callbacks(capsys):
-    learn = small_learner()
-    learn.show_training_loop()
-    out = capsys.readouterr().out
-    assert "before_fit" in out and "after_fit" in out
-    line = next(l for l in out.splitlines() if l.strip().startswith("before_fit"))
-    assert "TrainEvalCallback" in line and "Recorder" in line and "ProgressCallback" in line
-    assert out.index("before_epoch") < out.index("before_train") < out.index("after_step") < out.index("after_epoch")
 
 
 def test_validate_and_get_preds():
@@ -633,20 +540,6 @@ def test_unlabelled_batches_give_predictions_without_loss():
     assert targs is None
 
 
-def test_show_training_loop_respects_run_valid():
-    learn = small_learner()
-    import io
-    import contextlib
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        learn.show_training_loop()
-    lines = out.getvalue().splitlines()
-    valid_after_batch = next(l for l in lines if l.strip().startswith("after_batch (valid)"))
-    train_after_batch = next(l for l in lines if l.strip().startswith("after_batch (train)"))
-    assert "TrainEvalCallback" in train_after_batch and "TrainEvalCallback" not in valid_after_batch
-
-
 def test_validate_fires_only_the_validation_events():
     learn = small_learner()
     log = LogEvents()
@@ -709,3 +602,100 @@ def test_callbacks_sit_out_the_side_runs_their_class_names():
         learn.lr_find(num_it=10, show_plot=False, suggest_funcs=())
     assert events == ["everywhere", "everywhere"]  # lr_find skips validation; KeepsRecord never ran
     assert [type(cb).__name__ for cb in learn.cbs].count("KeepsRecord") == 1  # and it is back afterwards
+
+
+def test_start_epoch_is_checked():
+    learn = class_learner()
+    with pytest.raises(ValueError, match="start_epoch"):
+        learn.fit(2, start_epoch=3)
+
+
+# To reach an after_cancel_<x> event, something must first cancel <x>.
+CANCEL_FIRST = {
+    "after_cancel_batch": ("before_batch", CancelBatchException),
+    "after_cancel_backward": ("before_backward", CancelBackwardException),
+    "after_cancel_step": ("before_step", CancelStepException),
+    "after_cancel_train": ("before_train", CancelTrainException),
+    "after_cancel_validate": ("before_validate", CancelValidException),
+    "after_cancel_epoch": ("before_epoch", CancelEpochException),
+    "after_cancel_fit": ("before_fit", CancelFitException),
+}
+
+
+class Failure(Exception):
+    pass
+
+
+def raiser_at(event: str, exc: BaseException) -> Callback:
+    cls = type(f"FailAt_{event}", (Callback,), {event: lambda self: (_ for _ in ()).throw(exc)})
+    return cls()
+
+
+def canceller_at(event: str, exc_type: type) -> Callback:
+    cls = type("Canceller", (Callback,), {"order": -5, event: lambda self: (_ for _ in ()).throw(exc_type())})
+    return cls()
+
+
+@pytest.mark.parametrize("event", [e for e in EVENTS if e != "after_create"])
+def test_an_error_at_any_event_propagates_noted_and_the_learner_recovers(event):
+    learn = regression_learner(n=32, n_valid=16, bs=16)
+    cbs = [raiser_at(event, Failure(f"failed in {event}"))]
+    if event in CANCEL_FIRST:
+        cbs.append(canceller_at(*CANCEL_FIRST[event]))
+    with learn.no_logging(), pytest.raises(Failure, match=f"failed in {event}") as info:
+        learn.fit(1, cbs=cbs)
+    notes = info.value.__notes__
+    assert f"callback 'fail_at_{event}'" in notes[0] and f"event {event!r}" in notes[0] and len(notes) == 1
+    assert [type(c).__name__ for c in learn.cbs] == ["TrainEvalCallback", "Recorder", "ProgressCallback"]
+    assert all(p.grad is None for p in learn.model.parameters())
+    with learn.no_logging():
+        learn.fit(1)  # works afterwards
+    assert len(learn.recorder.values) == 1 and learn.recorder.values[0][1] is not None
+
+
+def test_keyboard_interrupt_mid_epoch_keeps_the_history():
+    learn = regression_learner(n=64, n_valid=16, bs=16)  # 4 batches an epoch
+
+    class CtrlC(Callback):
+        def before_batch(self):
+            if self.training and self.epoch == 1 and self.iter == 2:
+                raise KeyboardInterrupt()
+
+    with learn.no_logging(), pytest.raises(KeyboardInterrupt) as info:
+        learn.fit(3, cbs=CtrlC())
+    assert "epoch 1" in info.value.__notes__[0] or "before_batch" in info.value.__notes__[0]
+    assert len(learn.recorder.values) == 1           # the finished epoch
+    assert len(learn.recorder.losses) == 4 + 2       # and every batch trained so far
+    assert not hasattr(learn, "ctrl_c")
+    with learn.no_logging():
+        learn.fit(1)
+    assert len(learn.recorder.values) == 1
+
+
+def test_wrong_input_shape_is_named_at_the_first_batch():
+    x, y, vx, vy = linear_data(n=32, n_valid=16)
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=8), nn.Linear(784, 1), nn.MSELoss())
+    with learn.no_logging(), pytest.raises(RuntimeError) as info:
+        learn.fit(1)
+    note = info.value.__notes__[0]
+    assert "epoch 0, training batch 0" in note and "(8, 3) float32 on cpu" in note
+    assert "model parameters: float32 on cpu" in note
+
+
+def test_wrong_dtype_is_named_at_the_first_batch():
+    x, y, vx, vy = linear_data(n=32, n_valid=16)
+    dls = DataLoaders.from_tensors(x.double(), y.double(), vx.double(), vy.double(), bs=8)
+    learn = Learner(dls, nn.Linear(3, 1), nn.MSELoss())
+    with learn.no_logging(), pytest.raises(RuntimeError) as info:
+        learn.fit(1)
+    assert "float64" in info.value.__notes__[0] and "model parameters: float32" in info.value.__notes__[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_model_split_across_devices_is_named():
+    x, y, vx, vy = linear_data(n=32, n_valid=16)
+    model = nn.Sequential(nn.Linear(3, 4).cuda(), nn.Linear(4, 1))  # second layer left on the CPU
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=8), model, nn.MSELoss())
+    with learn.no_logging(), pytest.raises(RuntimeError) as info:
+        learn.fit(1)
+    assert "on cuda:0" in info.value.__notes__[0]

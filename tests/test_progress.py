@@ -106,11 +106,3 @@ def test_in_jupyter_the_table_is_html_and_plots_are_png():
     assert html[0]["data"]["text/html"].count("<tr>") == 2  # updated in place: both epochs, one display
     assert not [o for o in fit_out if o.output_type == "stream" and "%|" in o.get("text", "")]
     assert any("image/png" in o.get("data", {}) for o in plot_out)
-
-
-def test_plot_figure_renders_png_without_a_backend():
-    from minilearn.plotting import new_figure
-
-    fig, ax = new_figure()
-    ax.plot([0, 1], [1, 0])
-    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"

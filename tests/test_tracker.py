@@ -1,4 +1,4 @@
-"""Early stopping and best-model saving, driven by a scripted metric."""
+"""Trackers: early stopping and best-model saving (driven by a scripted metric), LR plateaus, stopping on NaN."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import operator
 
 import pytest
 import torch
+from torch import nn
 
-from minilearn import Callback, EarlyStoppingCallback, SaveModelCallback
-from synthetic import regression_learner
+from minilearn import (
+    Callback, DataLoaders, EarlyStoppingCallback, Learner, ReduceLROnPlateau, SaveModelCallback,
+    TerminateOnNaNCallback,
+)
+from synthetic import class_learner, linear_data, regression_learner
 
 
 class Scripted:
@@ -93,3 +97,53 @@ def test_trackers_sit_out_lr_find(tmp_path):
     learn.add_cb(SaveModelCallback(monitor="scripted"))
     learn.lr_find(num_it=10, show_plot=False)
     assert not (tmp_path / "models").exists()
+
+
+def test_reduce_lr_on_plateau():
+    learn = class_learner()
+    seen = []
+
+    class Flat(Callback):
+        order = 50  # before the plateau tracker, after nothing: the recorder fills the log
+        def after_epoch(self):
+            seen.append(self.opt.hypers[-1]["lr"])
+
+    with learn.no_logging():
+        learn.fit(6, cbs=[ReduceLROnPlateau(monitor="accuracy", patience=1, factor=10, min_delta=2.0), Flat()])
+    # accuracy can never improve by 2.0, so every epoch after the first counts as a plateau
+    assert learn.opt.hypers[-1]["lr"] == pytest.approx(0.1 / 10**5)
+    with pytest.raises(ValueError, match="factor"):
+        ReduceLROnPlateau(factor=1)
+
+
+def test_save_model_does_not_load_an_earlier_fits_file(tmp_path):
+    learn = class_learner(tmp_path)
+    sm = learn.add_cb(SaveModelCallback(fname="best"))
+    with learn.no_logging():
+        learn.fit(1)
+        after_first = [p.detach().clone() for p in learn.model.parameters()]
+        learn.fit(2)   # improves and saves again
+        learn.fit(3, start_epoch=3)  # no epoch runs, nothing saved: nothing to load
+    assert sm.saved_epochs == [] and sm.last_saved_path is None
+    assert not all(torch.equal(a, b) for a, b in zip(after_first, learn.model.parameters()))
+
+
+def test_terminate_on_nan_runs_after_the_distributed_loss_sync():
+    from minilearn import DistributedTrainer, TerminateOnNaNCallback
+
+    assert TerminateOnNaNCallback.order > DistributedTrainer.order
+
+
+def test_nan_loss_stops_at_that_batch(capsys):
+    x, y, vx, vy = linear_data(n=64, n_valid=16)
+    x = x.clone()
+    x[37] = float("nan")                               # batch 2 of epoch 0 (bs 16, no shuffle)
+    torch.manual_seed(0)
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16, shuffle=False), nn.Linear(3, 1), nn.MSELoss())
+    nan_cb = TerminateOnNaNCallback()
+    with learn.no_logging():
+        learn.fit(3, cbs=nan_cb)
+    assert nan_cb.stopped_at == (0, 2)
+    assert "nan at epoch 0, batch 2" in capsys.readouterr().out
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())  # the NaN batch took no step
+    assert len(learn.recorder.losses) == 2
