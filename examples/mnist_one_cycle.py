@@ -9,30 +9,20 @@ Data comes from $MINILEARN_DATA (a folder holding MNIST/raw/), else torchvision'
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 from torch import nn
 
-from minilearn import Adam, DataLoaders, Learner, accuracy, datasets
+from minilearn import Adam, Learner, accuracy
+from mnist_cli import mnist_dls, mnist_parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of fit_one_cycle (3)")
-    parser.add_argument("--bs", type=int, default=64, help="batch size (64)")
-    parser.add_argument("--seed", type=int, default=42, help="seed for the initial weights and the shuffle (42)")
-    parser.add_argument("--limit", type=int, default=None, help="train on only the first N training images")
+    parser = mnist_parser(__doc__, epochs=3)
     parser.add_argument("--plot", default=None, help="save the LR finder's plot to this file")
-    parser.add_argument("--root", default=None, help="data folder (default: $MINILEARN_DATA)")
-    parser.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda, ...")
     args = parser.parse_args(argv)
-
-    # standardised with the training images' statistics: an MLP learns much faster on zero-mean inputs
-    x, y, valid_x, valid_y = datasets.mnist_train_valid(root=args.root, standardize=True, limit=args.limit)
-    print(f"MNIST: {len(x)} training and {len(valid_x)} validation images, 10 classes", flush=True)
-    dls = DataLoaders.from_tensors(x, y, valid_x, valid_y, bs=args.bs, seed=args.seed, device=args.device)
+    dls = mnist_dls(args)
 
     torch.manual_seed(args.seed)
     model = nn.Sequential(nn.Linear(28 * 28, 256), nn.ReLU(), nn.Linear(256, 10))

@@ -14,13 +14,12 @@ Data comes from $MINILEARN_DATA (a folder holding MNIST/raw/), else torchvision'
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
-from minilearn import SGD, DataLoaders, Learner, accuracy, datasets
-from minilearn import scratch
+from minilearn import SGD, Learner, accuracy, scratch
+from mnist_cli import mnist_dls, mnist_parser
 
 
 def scratch_mlp() -> scratch.Sequential:
@@ -34,20 +33,9 @@ def scratch_mlp() -> scratch.Sequential:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Train and return the final figures: valid_loss and accuracy (validation)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of fit_one_cycle (3)")
-    parser.add_argument("--lr", type=float, default=0.2, help="peak learning rate of the cycle (0.2)")
-    parser.add_argument("--bs", type=int, default=64, help="batch size (64)")
-    parser.add_argument("--seed", type=int, default=42, help="seed for the initial weights and the shuffle (42)")
-    parser.add_argument("--limit", type=int, default=None, help="train on only the first N training images")
-    parser.add_argument("--root", default=None, help="data folder (default: $MINILEARN_DATA)")
-    parser.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda, ...")
+    parser = mnist_parser(__doc__, epochs=3, lr=0.2)
     args = parser.parse_args(argv)
-
-    # standardised with the training images' statistics: an MLP learns much faster on zero-mean inputs
-    x, y, valid_x, valid_y = datasets.mnist_train_valid(root=args.root, standardize=True, limit=args.limit)
-    print(f"MNIST: {len(x)} training and {len(valid_x)} validation images, 10 classes", flush=True)
-    dls = DataLoaders.from_tensors(x, y, valid_x, valid_y, bs=args.bs, seed=args.seed, device=args.device)
+    dls = mnist_dls(args)
 
     torch.manual_seed(args.seed)
     learn = Learner(dls, scratch_mlp(), scratch.CrossEntropy(), opt_func=SGD, metrics=accuracy,

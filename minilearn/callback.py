@@ -11,6 +11,7 @@ import itertools
 import re
 
 import torch
+from fastcore.basics import camel2snake
 
 from minilearn.distributed import all_gather_cat
 
@@ -109,16 +110,10 @@ def where_in_loop(learn) -> str:
             f"targets: {describe(learn.yb)}; model parameters: {model}")
 
 
-def snake_case(name: str) -> str:
-    """`EarlyStoppingCallback` -> `early_stopping_callback` (fastai's camel2snake)."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
-
-
 def callback_name(cls: type) -> str:
     """The attribute a callback is reachable at: `Recorder` -> `recorder`, `FooCallback` -> `foo`."""
     name = re.sub(r"Callback$", "", cls.__name__) or cls.__name__
-    return snake_case(name)
+    return camel2snake(name)
 
 
 class Callback:

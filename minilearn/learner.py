@@ -244,15 +244,14 @@ class Learner:
     # ------------------------------------------------------------------ the loop's state
     def _reset_state(self, *scopes: str) -> None:
         """Set the loop's state of these scopes (all by default) to its values before any fit."""
-        for name, (default, scope) in LOOP_STATE.items():
-            if not scopes or scope in scopes:
-                setattr(self, name, default)
+        for name in _state_names(scopes):
+            setattr(self, name, LOOP_STATE[name][0])
 
     @contextlib.contextmanager
     def kept_state(self, *scopes: str):
         """Inside the block the loop may run; on leaving, error or not, its state of these scopes
-        (all by default; see `LOOP_STATE`) is put back as it was."""
-        saved = {name: getattr(self, name) for name, (_, scope) in LOOP_STATE.items() if not scopes or scope in scopes}
+        ("fit", "pass", "batch"; all by default; see `LOOP_STATE`) is put back as it was."""
+        saved = {name: getattr(self, name) for name in _state_names(scopes)}
         try:
             yield self
         finally:
@@ -446,27 +445,25 @@ class Learner:
         or epoch's), with a Recorder of its own, and leaves the learner as it was, so a callback
         may call it in the middle of a fit.
         """
-        with self._side_pass_cbs([Recorder(add_time=False)] + as_list(cbs)):
-            self._run_validation(self._valid_dl(dl))
-            return self.recorder.last_valid
+        recorder = Recorder(add_time=False)
+        self._side_pass(dl, [recorder] + as_list(cbs))
+        return recorder.last_valid
 
     def get_preds(self, dl=None, act: Callable | None = None, cbs=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and targets over `dl` (default: the validation loader), on the CPU."""
         gather = GatherPredsCallback()
-        with self._side_pass_cbs([gather] + as_list(cbs)):
-            self._run_validation(self._valid_dl(dl))
+        self._side_pass(dl, [gather] + as_list(cbs))
         preds, targs = gather.result()
         return (act(preds) if act is not None else preds), targs
 
-    @contextlib.contextmanager
-    def _side_pass_cbs(self, cbs: list):
-        """For a stand-alone validation: the callbacks that sit it out removed, `cbs` added."""
-        with self.removed_cbs([cb for cb in self.cbs if "validate" in cb.sits_out]), self.added_cbs(cbs):
-            yield
-
-    def _run_validation(self, dl) -> None:
-        """One validation pass over `dl`; the training state (mode, batch, counters) is put back."""
-        with self.kept_state("pass", "batch"), kept_modes(self.model):
+    def _side_pass(self, dl, cbs: list) -> None:
+        """One validation pass over `dl` with `cbs` added and the callbacks that sit it out removed;
+        the learner's state (mode, batch, counters) is put back, error or not."""
+        if dl is None and self.dls.valid is None:
+            raise ValueError("dl: the DataLoaders have no validation set; pass a DataLoader")
+        dl = self.dls.valid if dl is None else as_loader("dl", dl)
+        with self.removed_cbs([cb for cb in self.cbs if "validate" in cb.sits_out]), self.added_cbs(cbs), \
+                self.kept_state("pass", "batch"), kept_modes(self.model):
             try:
                 self._to_device()
                 self._do_validate(dl)
@@ -474,13 +471,16 @@ class Learner:
                 self._cleanup_callbacks()
                 raise
 
-    def _valid_dl(self, dl):
-        if dl is None and self.dls.valid is None:
-            raise ValueError("dl: the DataLoaders have no validation set; pass a DataLoader")
-        return self.dls.valid if dl is None else as_loader("dl", dl)
-
     def __repr__(self) -> str:
         return f"Learner(model={type(self.model).__name__}, opt={self.opt!r}, cbs={self.cbs})"
+
+
+def _state_names(scopes: tuple[str, ...]) -> list[str]:
+    """The names in LOOP_STATE of these scopes (all when none is given)."""
+    unknown = [sc for sc in scopes if sc not in ("fit", "pass", "batch")]
+    if unknown:
+        raise ValueError(f"scopes: expected 'fit', 'pass' or 'batch', got {unknown}")
+    return [name for name, (_, scope) in LOOP_STATE.items() if not scopes or scope in scopes]
 
 
 # The events around each stage of the loop: (before, after_cancel, after).

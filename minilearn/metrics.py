@@ -18,9 +18,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import camel2snake
 from torch import Tensor
 
-from minilearn.callback import snake_case
 from minilearn.checks import as_list, check_number
 from minilearn.distributed import all_gather_cat, all_reduce_sum
 
@@ -89,7 +89,7 @@ class Metric:
 
     @property
     def name(self) -> str:
-        return snake_case(type(self).__name__)
+        return camel2snake(type(self).__name__)
 
 
 class AvgMetric(Metric):
@@ -249,7 +249,7 @@ class StatefulMetric(Metric):
 
     @property
     def name(self) -> str:
-        return self._name or getattr(self.metric, "name", None) or snake_case(type(self.metric).__name__)
+        return self._name or getattr(self.metric, "name", None) or camel2snake(type(self.metric).__name__)
 
 
 _warned: set[str] = set()

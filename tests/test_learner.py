@@ -577,6 +577,9 @@ def test_kept_state_puts_back_the_scopes_asked_for_even_after_an_error():
     with learn.kept_state():
         learn.epoch, learn.pred = 0, torch.zeros(1)
     assert learn.epoch == 9 and learn.pred is None
+    with pytest.raises(ValueError, match="scopes: expected 'fit', 'pass' or 'batch', got \\['pas'\\]"):
+        with learn.kept_state("pas"):
+            pass
 
 
 def test_callbacks_sit_out_the_side_runs_their_class_names():
