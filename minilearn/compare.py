@@ -8,6 +8,7 @@ here, and only when a comparison runs (`pip install minilearn[compare]`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 import warnings
@@ -145,11 +146,19 @@ def compare_with_fastai(make_dls: Callable, model: nn.Module, loss_func: Callabl
     `method(n_epoch, lr, **fit_kwargs)`; `cbs(framework)` may return callbacks for each
     (`framework` is 'minilearn' or 'fastai').
     """
-    ml, fa = make_learners(make_dls, model, loss_func, metrics, opt, opt_kwargs, **learner_kwargs)
     fit_kwargs = fit_kwargs or {}
-    getattr(ml, method)(n_epoch, lr, cbs=cbs("minilearn") if cbs else None, **fit_kwargs)
-    getattr(fa, method)(n_epoch, lr, cbs=cbs("fastai") if cbs else None, **fit_kwargs)
+    with _scratch_path(learner_kwargs) as path:  # a folder of their own, removed afterwards
+        ml, fa = make_learners(make_dls, model, loss_func, metrics, opt, opt_kwargs, path=path, **learner_kwargs)
+        getattr(ml, method)(n_epoch, lr, cbs=cbs("minilearn") if cbs else None, **fit_kwargs)
+        getattr(fa, method)(n_epoch, lr, cbs=cbs("fastai") if cbs else None, **fit_kwargs)
     return Comparison(_run_of("minilearn", ml), _run_of("fastai", fa))
+
+
+def _scratch_path(learner_kwargs: dict):
+    """The learners' `path`: the caller's (popped from `learner_kwargs`), or a temporary folder
+    that is removed when the comparison ends."""
+    path = learner_kwargs.pop("path", None)
+    return contextlib.nullcontext(path) if path is not None else tempfile.TemporaryDirectory(prefix="minilearn-compare-")
 
 
 @dataclass
@@ -164,9 +173,10 @@ class LRFindComparison:
 def compare_lr_find(make_dls: Callable, model: nn.Module, loss_func: Callable, opt: str = "adam",
                     num_it: int = 100, **lr_find_kwargs) -> LRFindComparison:
     """Run lr_find in both frameworks from the same weights and data order."""
-    ml, fa = make_learners(make_dls, model, loss_func, opt=opt)
-    ml_sugg = ml.lr_find(num_it=num_it, show_plot=False, **lr_find_kwargs)
-    fa_sugg = fa.lr_find(num_it=num_it, show_plot=False, **lr_find_kwargs)
+    with tempfile.TemporaryDirectory(prefix="minilearn-compare-") as path:
+        ml, fa = make_learners(make_dls, model, loss_func, opt=opt, path=path)
+        ml_sugg = ml.lr_find(num_it=num_it, show_plot=False, **lr_find_kwargs)
+        fa_sugg = fa.lr_find(num_it=num_it, show_plot=False, **lr_find_kwargs)
     return LRFindComparison(
         lrs=(list(ml.lr_finder.lrs), [float(v) for v in fa.recorder.lrs]),
         losses=(list(ml.lr_finder.losses), [float(v) for v in fa.recorder.losses]),

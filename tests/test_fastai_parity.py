@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import tempfile
 import io
 import operator
 import re
@@ -200,6 +201,19 @@ def flat(x) -> list[float]:
     if isinstance(x, (list, tuple)) or type(x).__name__ == "L":
         return [v for item in x for v in flat(item)]
     return [float(x)]
+
+
+def test_comparisons_leave_no_folder_behind(fastai, tmp_path, monkeypatch):
+    """compare_with_fastai / compare_lr_find give their learners a temporary folder and remove it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    x, y, vx, vy = class_data()
+
+    def make_dls():
+        return DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0)
+
+    compare_with_fastai(make_dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), n_epoch=1, lr=0.1)
+    compare_lr_find(make_dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), num_it=10)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- deliberate differences
