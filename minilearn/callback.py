@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 
 import torch
 from fastcore.basics import camel2snake
@@ -176,6 +177,18 @@ def sorted_cbs(cbs) -> tuple:
         if getattr(cb, "_added_seq", None) is None:
             cb._added_seq = next(_ADD_SEQ)
     return tuple(sorted(cbs, key=lambda c: (c.order, c._added_seq)))
+
+
+def cleanup_fits(cbs) -> None:
+    """Each callback's `cleanup_fit`: what must be released after a fit or a pass, even one that
+    raised. A cleanup that fails is reported as a warning, never hiding the error that ended the fit."""
+    for cb in cbs:
+        cleanup = getattr(cb, "cleanup_fit", None)
+        if callable(cleanup):
+            try:
+                cleanup()
+            except Exception as e:
+                warnings.warn(f"{type(cb).__name__}.cleanup_fit raised {e!r}", RuntimeWarning, stacklevel=3)
 
 
 def print_training_loop(cbs) -> None:

@@ -18,7 +18,6 @@ schedules (`minilearn.callbacks.schedule`), the LR finder (`callbacks.lr_find`),
 from __future__ import annotations
 
 import contextlib
-import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,7 +28,7 @@ from minilearn import checkpoint, export
 from minilearn.callback import (
     BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
     CancelFitException, CancelStepException, CancelTrainException, CancelValidException, GatherPredsCallback,
-    TrainEvalCallback, note_once, print_training_loop, sorted_cbs, where_in_loop,
+    TrainEvalCallback, cleanup_fits, note_once, print_training_loop, sorted_cbs, where_in_loop,
 )
 from minilearn.callbacks import lr_find as lr_finder, progress, schedule
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
@@ -218,17 +217,7 @@ class Learner:
         if self.opt is not None:
             self.opt.zero_grad()
         self._reset_state("batch")
-        self._cleanup_callbacks()
-
-    def _cleanup_callbacks(self) -> None:
-        """Each callback's `cleanup_fit`: what must be released even when a fit or pass raised."""
-        for cb in self.cbs:
-            cleanup = getattr(cb, "cleanup_fit", None)
-            if callable(cleanup):
-                try:
-                    cleanup()
-                except Exception as e:  # never hide the error that ended the fit
-                    warnings.warn(f"{type(cb).__name__}.cleanup_fit raised {e!r}", RuntimeWarning, stacklevel=2)
+        cleanup_fits(self.cbs)
 
     @property
     def smooth_loss(self) -> torch.Tensor | None:
@@ -468,7 +457,7 @@ class Learner:
                 self._to_device()
                 self._do_validate(dl)
             except BaseException:
-                self._cleanup_callbacks()
+                cleanup_fits(self.cbs)
                 raise
 
     def __repr__(self) -> str:
