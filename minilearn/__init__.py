@@ -6,7 +6,7 @@ Everything a user needs is importable from here, under fastai's names.
 from minilearn.callback import (
     CancelBackwardException, CancelBatchException, CancelEpochException, CancelFitException,
     CancelStepException, CancelTrainException, CancelValidException, Callback, GatherPredsCallback,
-    TrainEvalCallback,
+    TrainEvalCallback, event,
 )
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
@@ -52,6 +52,6 @@ __all__ = [
     "CancelBatchException", "CancelEpochException", "CancelFitException", "CancelStepException",
     "CancelTrainException", "CancelValidException", "DataLoader", "DataLoaders", "GatherPredsCallback",
     "Learner", "Metric", "Optimizer", "ProgressCallback", "TorchLoader", "Recorder", "SGD", "StatefulMetric",
-    "TrainEvalCallback", "accuracy", "accuracy_multi", "batch_accuracy", "datasets", "error_rate",
+    "TrainEvalCallback", "event", "accuracy", "accuracy_multi", "batch_accuracy", "datasets", "error_rate",
     "mae", "mnist_loss", "mse",
 ]

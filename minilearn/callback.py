@@ -13,6 +13,7 @@ import warnings
 
 import torch
 from fastcore.basics import camel2snake
+from fastcore.foundation import L
 
 from minilearn.distributed import all_gather_cat
 
@@ -38,6 +39,17 @@ LOOP_LAYOUT = (
 
 # Every event, in the order a fit meets them; `after_create` runs once, when the Learner is made.
 EVENTS = ("after_create",) + tuple(dict.fromkeys(event for _, event, _ in LOOP_LAYOUT))
+
+
+
+class event:
+    """Every event's name as an attribute (`event.after_batch == "after_batch"`), for tab
+    completion and to catch a misspelt name at once (fastai's `event`)."""
+
+
+for _name in EVENTS:
+    setattr(event, _name, _name)
+del _name
 
 # Events inside the batch loop: `run_train` / `run_valid` decide whether a callback sees them.
 BATCH_EVENTS = frozenset(event for depth, event, _ in LOOP_LAYOUT if depth == 3)
@@ -122,8 +134,10 @@ class Callback:
 
     A callback runs at the events it defines, in ascending `order` among all callbacks (ties
     keep the order they were added in). `run_train=False` / `run_valid=False` keep it out of
-    the batch events of that phase. It reads the learner's state as `self.pred`, `self.loss`,
-    ... (the names in `LEARNER_STATE`) and writes it as `self.learn.<name> = ...`.
+    the batch events of that phase. `run_after` / `run_before` (a callback class, or a list of
+    them) place it after / before those callbacks whatever their `order`. It reads any attribute
+    of its learner as `self.<name>` (`self.pred`, `self.recorder`, ...) and writes the learner's
+    state as `self.learn.<name> = ...`; `cb("after_batch")` runs one event by hand.
     """
 
     order: int = 0
@@ -133,6 +147,8 @@ class Callback:
     # and "validate" (a stand-alone `validate` / `get_preds`). Callbacks that keep a run's record
     # (the Recorder, the table, trackers, loggers) sit out the side runs that are not the run.
     sits_out: tuple[str, ...] = ()
+    run_after = None   # a Callback class (or a list of them) this one must run after
+    run_before = None  # ... or before
     learn = None
 
     @property
@@ -141,13 +157,21 @@ class Callback:
         return callback_name(type(self))
 
     def __getattr__(self, name: str):
-        # Only called when normal lookup fails: forward reads of documented learner state.
-        if name in LEARNER_STATE:
-            learn = self.__dict__.get("learn") or type(self).learn
-            if learn is None:
-                raise AttributeError(f"{type(self).__name__}.{name}: the callback is not attached to a Learner")
+        # The one delegation of a callback, called only when normal lookup fails: a public name
+        # the callback lacks is read from its learner (its state, other callbacks by name, what
+        # another callback set with `self.learn.foo = ...`, and through the learner its model),
+        # as fastai's callbacks read it. Private and dunder names are never forwarded.
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        learn = self.__dict__.get("learn") or type(self).learn
+        if learn is None:
+            raise AttributeError(f"{type(self).__name__}.{name}: no such attribute, and the callback is not "
+                                 f"attached to a Learner to read it from")
+        try:
             return getattr(learn, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__}.{name}: neither the callback nor its Learner "
+                                 f"has an attribute {name!r}") from None
 
     def __setattr__(self, name: str, value) -> None:
         # Catch `self.pred = ...` in an event: it would shadow the learner's state, not change it.
@@ -156,6 +180,15 @@ class Callback:
                 f"{type(self).__name__}: `self.{name} = ...` would not change the learner; "
                 f"write `self.learn.{name} = ...`")
         super().__setattr__(name, value)
+
+    def __call__(self, event: str):
+        """Run this callback's `event` method if it has one and runs in the learner's current phase
+        (fastai's way of calling one event by hand, e.g. when debugging a callback)."""
+        if event not in EVENTS:
+            raise ValueError(f"event: no event {event!r}; the events are {list(EVENTS)}")
+        method = event_method(self, event)
+        training = getattr(self.__dict__.get("learn") or type(self).learn, "training", True)
+        return method() if method is not None and self.runs_at(event, training) else None
 
     def runs_at(self, event: str, training: bool) -> bool:
         """Whether this callback runs at `event` in the current phase (train or valid)."""
@@ -171,30 +204,76 @@ class Callback:
 _ADD_SEQ = itertools.count()
 
 
-def sorted_cbs(cbs) -> tuple:
-    """`cbs` in the order they run: ascending `order`, ties in the order they were first added."""
+class CallbackList(L):
+    """A learner's callbacks, in the order they run: a fastcore `L` (indexing, `map`, `filter`,
+    ... as fastai users have it) that refuses changes, which go through `add_cb` / `remove_cb`
+    so that the order and the `learn.<name>` attributes stay right."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AttributeError("learn.cbs is read-only: change it with learn.add_cb / learn.remove_cb")
+
+    append = extend = insert = remove = pop = clear = __setitem__ = __delitem__ = __iadd__ = _refuse
+
+    def _new(self, items, *args, **kwargs) -> L:
+        return L(items, *args, **kwargs)  # what map / filter / slicing give is a plain L
+
+
+def sorted_cbs(cbs) -> CallbackList:
+    """`cbs` in the order they run: ascending `order`, ties in the order they were first added,
+    except that a callback with `run_after` / `run_before` goes after / before the callbacks of
+    those classes (a topological order; the `order` rule decides among the ready ones)."""
     for cb in cbs:
         if getattr(cb, "_added_seq", None) is None:
             cb._added_seq = next(_ADD_SEQ)
-    return tuple(sorted(cbs, key=lambda c: (c.order, c._added_seq)))
+    ready_first = sorted(cbs, key=lambda c: (c.order, c._added_seq))
+    after: dict[int, set[int]] = {id(c): set() for c in ready_first}  # id(cb) -> ids it must follow
+    for c in ready_first:
+        for other in ready_first:
+            if other is not c and (_is_one_of(other, c.run_after) or _is_one_of(c, other.run_before)):
+                after[id(c)].add(id(other))
+    out: list = []
+    while len(out) < len(ready_first):
+        placed = {id(c) for c in out}
+        nxt = next((c for c in ready_first if id(c) not in placed and after[id(c)] <= placed), None)
+        if nxt is None:
+            stuck = [type(c).__name__ for c in ready_first if id(c) not in placed]
+            raise ValueError(f"cbs: run_after / run_before make a cycle among {stuck}")
+        out.append(nxt)
+    return CallbackList(out)
+
+
+def _is_one_of(cb, classes) -> bool:
+    """Whether `cb` is an instance of `classes` (a class, a list of classes, or None)."""
+    if classes is None:
+        return False
+    return isinstance(cb, tuple(classes) if isinstance(classes, (list, tuple)) else classes)
 
 
 def cleanup_fits(cbs) -> None:
     """Each callback's `cleanup_fit`: what must be released after a fit or a pass, even one that
     raised. A cleanup that fails is reported as a warning, never hiding the error that ended the fit."""
     for cb in cbs:
-        cleanup = getattr(cb, "cleanup_fit", None)
-        if callable(cleanup):
+        cleanup = event_method(cb, "cleanup_fit")
+        if cleanup is not None:
             try:
                 cleanup()
             except Exception as e:
                 warnings.warn(f"{type(cb).__name__}.cleanup_fit raised {e!r}", RuntimeWarning, stacklevel=3)
 
 
+def event_method(cb, name: str):
+    """`cb`'s own method `name` (an event, `cleanup_fit`), bound, or None: looked up on the
+    callback alone, never read through to its learner."""
+    method = cb.__dict__.get(name)
+    if method is None and callable(getattr(type(cb), name, None)):
+        method = getattr(cb, name)
+    return method if callable(method) else None
+
+
 def print_training_loop(cbs) -> None:
     """Print the events of a fit, indented by nesting, with the callbacks of `cbs` that run at each."""
     for depth, event, training in LOOP_LAYOUT:
-        names = [type(cb).__name__ for cb in cbs if callable(getattr(cb, event, None))
+        names = [type(cb).__name__ for cb in cbs if event_method(cb, event) is not None
                  and cb.runs_at(event, training if training is not None else True)]
         label = f"{'  ' * depth}{event}" + (" (train)" if training else " (valid)" if training is False else "")
         print(f"{label:<36}: {', '.join(names)}" if names else label)

@@ -12,6 +12,7 @@ import operator
 from typing import Any
 
 import torch
+from fastcore.foundation import L
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -85,10 +86,11 @@ def check_device(name: str, device: Any) -> torch.device | None:
 
 
 def as_list(x) -> list:
-    """An argument that takes one thing or several (`cbs=`, `metrics=`) as a list: None is []."""
+    """An argument that takes one thing or several (`cbs=`, `metrics=`) as a list: None is [];
+    a list, tuple or fastcore `L` gives its items."""
     if x is None:
         return []
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple, L)):
         return list(x)
     return [x]
 

@@ -28,7 +28,7 @@ from minilearn import checkpoint, export
 from minilearn.callback import (
     BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
     CancelFitException, CancelStepException, CancelTrainException, CancelValidException, GatherPredsCallback,
-    TrainEvalCallback, cleanup_fits, note_once, print_training_loop, sorted_cbs, where_in_loop,
+    CallbackList, TrainEvalCallback, cleanup_fits, event_method, note_once, print_training_loop, sorted_cbs, where_in_loop,
 )
 from minilearn.callbacks import lr_find as lr_finder, progress, schedule
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
@@ -82,7 +82,7 @@ class Learner:
         self.metrics = as_metrics(metrics)
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt = None
-        self.cbs: tuple[Callback, ...] = ()  # read-only: change it with add_cb / remove_cb
+        self.cbs = CallbackList()  # read-only: change it with add_cb / remove_cb
         self._handlers: dict[str, list] = {}
         self._reset_state()
         if default_cbs:
@@ -177,7 +177,7 @@ class Learner:
         handlers = self._handlers.get(event)
         if handlers is None:
             handlers = self._handlers[event] = [
-                (cb, getattr(cb, event)) for cb in self.cbs if callable(getattr(cb, event, None))]
+                (cb, method) for cb in self.cbs if (method := event_method(cb, event)) is not None]
         if not handlers:
             return
         batch_event = event in BATCH_EVENTS
@@ -356,12 +356,12 @@ class Learner:
             raise TypeError(f"cbs: expected Callback instances or classes, got {type(cb).__name__}")
         if cb in self.cbs:
             return cb
-        existing = getattr(self, cb.name, None)
+        existing = self.__dict__.get(cb.name, getattr(type(self), cb.name, None))  # the learner's own, not its model's
         if existing is not None and not isinstance(existing, Callback):
             raise ValueError(f"cbs: a callback named {cb.name!r} would hide the Learner's attribute of that name")
         cb.learn = self
         setattr(self, cb.name, cb)
-        self.cbs = sorted_cbs(self.cbs + (cb,))
+        self.cbs = sorted_cbs([*self.cbs, cb])
         self._handlers.clear()
         return cb
 
@@ -373,7 +373,7 @@ class Learner:
     def remove_cb(self, cb: Callback | type) -> None:
         """Remove a callback, or every callback of a class."""
         for c in self._matching(cb):
-            self.cbs = tuple(x for x in self.cbs if x is not c)
+            self.cbs = CallbackList(x for x in self.cbs if x is not c)
             if getattr(self, c.name, None) is c:
                 # another callback of the same name takes the attribute back, else it goes
                 others = [x for x in self.cbs if x.name == c.name]
@@ -409,6 +409,10 @@ class Learner:
             yield self
         finally:
             self.add_cbs(cbs)
+
+    def ordered_cbs(self, event: str) -> list[Callback]:
+        """The callbacks that have `event`, in the order they run it (fastai's `ordered_cbs`)."""
+        return [cb for cb in self.cbs if event_method(cb, event) is not None]
 
     def _matching(self, cb: Callback | type) -> list[Callback]:
         """The callbacks `cb` names: every one of a class, or that very instance."""
@@ -459,6 +463,18 @@ class Learner:
             except BaseException:
                 cleanup_fits(self.cbs)
                 raise
+
+    def __getattr__(self, name: str):
+        # The one delegation of a Learner, called only when normal lookup fails: a public name it
+        # lacks is read from its model (`learn.fc1`, `learn.parameters()`), as fastai's Learner does.
+        model = self.__dict__.get("model")
+        if name.startswith("_") or model is None:
+            raise AttributeError(f"'Learner' object has no attribute {name!r}")
+        try:
+            return getattr(model, name)
+        except AttributeError:
+            raise AttributeError(f"'Learner' object has no attribute {name!r}, nor has its model "
+                                 f"({type(model).__name__})") from None
 
     def __repr__(self) -> str:
         return f"Learner(model={type(self.model).__name__}, opt={self.opt!r}, cbs={self.cbs})"

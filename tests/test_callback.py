@@ -90,3 +90,102 @@ def test_show_training_loop_respects_run_valid():
     valid_after_batch = next(l for l in lines if l.strip().startswith("after_batch (valid)"))
     train_after_batch = next(l for l in lines if l.strip().startswith("after_batch (train)"))
     assert "TrainEvalCallback" in train_after_batch and "TrainEvalCallback" not in valid_after_batch
+
+
+def test_a_callback_reads_any_attribute_of_its_learner_and_through_it_the_model():
+    seen = {}
+
+    class Sets(Callback):
+        order = 1
+
+        def before_fit(self):
+            self.learn.note = "set by another callback"
+
+    class Reads(Callback):
+        order = 2
+
+        def before_fit(self):
+            # another callback by name, an attribute another callback set, the learner's own,
+            # and the model's (through the learner)
+            seen.update(recorder=self.recorder, note=self.note, lr=self.lr, weight=self.weight)
+
+    learn = small_learner(cbs=[Sets(), Reads()])
+    with learn.no_logging():
+        learn.fit(1)
+    assert seen["recorder"] is learn.recorder and seen["note"] == "set by another callback"
+    assert seen["lr"] == learn.lr and seen["weight"] is learn.model.weight
+    with pytest.raises(AttributeError, match="neither the callback nor its Learner has an attribute 'nope'"):
+        learn.reads.nope
+    with pytest.raises(AttributeError, match="not attached to a Learner"):
+        Callback().recorder
+    with pytest.raises(AttributeError):
+        learn.reads._private  # private names are never forwarded
+
+
+def test_calling_a_callback_runs_one_event_in_the_current_phase():
+    calls = []
+
+    class Counts(Callback):
+        run_valid = False
+
+        def after_batch(self):
+            calls.append("after_batch")
+
+    cb = Counts()
+    cb("after_batch")
+    assert calls == ["after_batch"]
+    assert cb("before_fit") is None and calls == ["after_batch"]  # it has no before_fit
+    learn = small_learner(cbs=cb)
+    learn.training = False  # a validation batch: run_valid=False keeps it out
+    cb("after_batch")
+    assert calls == ["after_batch"]
+    with pytest.raises(ValueError, match="event: no event 'after_batchh'"):
+        cb("after_batchh")
+
+
+def test_run_after_and_run_before_place_callbacks_whatever_their_order():
+    from minilearn import Recorder, TrainEvalCallback
+
+    class Late(Callback):
+        order = -20          # would run first ...
+        run_after = Recorder  # ... but must follow the Recorder (order 50)
+
+    class Early(Callback):
+        order = 100
+        run_before = [TrainEvalCallback]
+
+    learn = small_learner(cbs=[Late(), Early()])
+    names = [type(cb).__name__ for cb in learn.cbs]
+    assert names.index("Late") > names.index("Recorder")
+    assert names.index("Early") < names.index("TrainEvalCallback")
+
+    class A(Callback):
+        pass
+
+    class B(Callback):
+        run_before = A
+
+    A.run_before = B
+    try:
+        with pytest.raises(ValueError, match="run_after / run_before make a cycle"):
+            small_learner(cbs=[A(), B()])
+    finally:
+        A.run_before = None
+
+
+def test_event_namespace_ordered_cbs_and_cbs_as_a_read_only_L():
+    from fastcore.foundation import L
+
+    from minilearn import event
+    from minilearn.callback import EVENTS
+
+    assert all(getattr(event, e) == e for e in EVENTS) and not hasattr(event, "after_batchh")
+    learn = small_learner(cbs=L([Callback()]))  # cbs= takes an L
+    assert isinstance(learn.cbs, L) and learn.cbs.map(type)[0].__name__ == "TrainEvalCallback"
+    assert [type(cb).__name__ for cb in learn.ordered_cbs(event.after_batch)] == [
+        "TrainEvalCallback", "Recorder", "ProgressCallback"]
+    assert learn.ordered_cbs(event.after_create) == []
+    with pytest.raises(AttributeError, match="read-only"):
+        learn.cbs.append(Callback())
+    with pytest.raises(AttributeError, match="read-only"):
+        learn.cbs[0] = Callback()

@@ -702,3 +702,14 @@ def test_model_split_across_devices_is_named():
     with learn.no_logging(), pytest.raises(RuntimeError) as info:
         learn.fit(1)
     assert "on cuda:0" in info.value.__notes__[0]
+
+
+def test_the_learner_reads_what_it_lacks_from_its_model():
+    learn = small_learner()
+    assert learn.weight is learn.model.weight and list(learn.parameters()) == list(learn.model.parameters())
+    with pytest.raises(AttributeError, match="'Learner' object has no attribute 'nope', nor has its model"):
+        learn.nope
+    with pytest.raises(AttributeError):
+        learn._private
+    import copy
+    assert copy.deepcopy(learn).model is not learn.model  # no recursion through the delegation
