@@ -22,7 +22,11 @@ from minilearn.callbacks.logger import CSVLogger
 from minilearn.callbacks.tracker import (
     EarlyStoppingCallback, ReduceLROnPlateau, SaveModelCallback, TerminateOnNaNCallback, TrackerCallback,
 )
-from minilearn.callbacks.training import GradientAccumulation, GradientClip, MixedPrecision
+from minilearn.callbacks.training import (
+    BnFreeze, ChannelsLast, GradientAccumulation, GradientClip, MixedPrecision, ModelResetter, ShortEpochCallback,
+    bn_types, set_bn_eval,
+)
+from minilearn.callbacks.preds import CollectDataCallback, MCDropoutCallback
 from minilearn.export import InferenceLearner, load_learner
 from minilearn.data import DataLoader, DataLoaders, TorchLoader
 from minilearn.learner import Learner
@@ -41,7 +45,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
-    "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "InferenceLearner",
+    "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "BnFreeze", "ChannelsLast",
+    "ModelResetter", "ShortEpochCallback", "bn_types", "set_bn_eval", "CollectDataCallback", "MCDropoutCallback", "InferenceLearner",
     "load_learner", "DistributedDL", "DistributedTrainer", "distrib_barrier", "distrib_ctx", "is_rank0",
     "num_distrib", "rank_distrib", "setup_distrib", "teardown_distrib", "scratch", "ScratchBackward",
     "Adam", "BaseOptimizer", "LRFinder", "Lamb", "Lookahead", "OptimWrapper", "ParamScheduler", "RAdam",

@@ -96,9 +96,11 @@ def as_list(x) -> list:
 
 
 def check_lr(lr) -> None:
-    """A learning rate: None (the default), a number >= 0, a list (one per group), or a slice."""
-    ok = lr is None or isinstance(lr, slice) or (
-        isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr >= 0) or (
-        isinstance(lr, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in lr))
+    """A learning rate: None (the default), a number >= 0, a list or numpy array (one per group), or a slice."""
+    def number(v) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0
+
+    one_per_group = isinstance(lr, (list, tuple)) or (type(lr).__module__ == "numpy" and getattr(lr, "ndim", 0) == 1)
+    ok = lr is None or isinstance(lr, slice) or number(lr) or (one_per_group and all(number(v) for v in lr))
     if not ok:
         raise ValueError(f"lr: expected a number >= 0, a list with one per parameter group, or a slice; got {lr!r}")

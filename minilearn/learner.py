@@ -18,6 +18,7 @@ schedules (`minilearn.callbacks.schedule`), the LR finder (`callbacks.lr_find`),
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,6 +35,7 @@ from minilearn.callbacks import lr_find as lr_finder, progress, schedule
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
+from minilearn.callbacks.training import MixedPrecision
 from minilearn.checks import as_list, check_callable, check_int, check_lr, check_number
 from minilearn.data import as_loader, to_device
 from minilearn.metrics import as_metrics
@@ -250,11 +252,14 @@ class Learner:
     # ------------------------------------------------------------------ optimiser
     def create_opt(self) -> None:
         """Make the optimiser over the splitter's parameter groups (or all trainable parameters)."""
+        if isinstance(self.opt_func, functools.partial) and "lr" in self.opt_func.keywords:
+            self.lr = self.opt_func.keywords["lr"]  # fastai adopts an lr bound in the opt_func
         params = self.splitter(self.model) if self.splitter is not None else \
             [p for p in self.model.parameters() if p.requires_grad]
         self.opt = make_optimizer(self.opt_func, params, self.lr)
         if not self.wd_bn_bias and not isinstance(self.opt, OptimWrapper):
-            self.opt.exclude_from_wd(norm_bias_params(self.model))
+            held = {id(p) for g in self.opt.param_lists for p in g}  # a parameter frozen by hand is not
+            self.opt.exclude_from_wd([p for p in norm_bias_params(self.model) if id(p) in held])
 
     def freeze_to(self, n: int) -> None:
         """Train only the parameter groups from `n` on (negative `n` counts from the end)."""
@@ -289,6 +294,12 @@ class Learner:
                  cbs=None, reset_opt: bool = False, start_epoch: int = 0) -> None:
         """Warm restarts: `n_cycles` cosines from lr_max to 0, each `cycle_mult` times longer."""
         schedule.fit_sgdr(self, n_cycles, cycle_len, lr_max, cycle_mult, wd, cbs, reset_opt, start_epoch)
+
+    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
+                  pct_start: float = 0.3, div: float = 5.0, **kwargs) -> None:
+        """fastai's transfer learning: `freeze_epochs` of the last group alone, then `epochs` of the
+        whole model with discriminative learning rates, both one-cycle (see `schedule.fine_tune`)."""
+        schedule.fine_tune(self, epochs, base_lr, freeze_epochs, lr_mult, pct_start, div, **kwargs)
 
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
                 show_plot: bool = True, suggest_funcs=(lr_finder.valley,), plot_path: str | Path | None = None):
@@ -336,6 +347,24 @@ class Learner:
         """The model's output for one item (no batch dimension) or a batch, on the CPU."""
         self._to_device()
         return export.predict(self.model, x, export.item_ndim(self), self.device)
+
+    def to_fp16(self) -> "Learner":
+        """Train in mixed precision with float16 (a `MixedPrecision` callback, loss-scaled on CUDA)."""
+        return self._with_precision(torch.float16)
+
+    def to_bf16(self) -> "Learner":
+        """Train in mixed precision with bfloat16 (a `MixedPrecision` callback)."""
+        return self._with_precision(torch.bfloat16)
+
+    def to_fp32(self) -> "Learner":
+        """Train in full precision again (the `MixedPrecision` callback removed)."""
+        return self._with_precision(None)
+
+    def _with_precision(self, dtype) -> "Learner":
+        self.remove_cb(MixedPrecision)
+        if dtype is not None:
+            self.add_cb(MixedPrecision(dtype))
+        return self
 
     def distrib_ctx(self, sync_loss: bool = True, backend: str | None = None, timeout=DEFAULT_TIMEOUT,
                     **ddp_kwargs):

@@ -80,7 +80,7 @@ def _check_below_one(name: str, v) -> None:
 
 
 def _spread(name: str, value, n_groups: int) -> list:
-    """One value per group from a scalar, a list/tuple (one per group, or one for all), or a slice."""
+    """One value per group from a scalar, a list/tuple/numpy array (one per group, or one for all), or a slice."""
     if not isinstance(name, str):
         raise TypeError(f"name: expected the hyper-parameter's name as a str, got {type(name).__name__}")
     if isinstance(value, slice):
@@ -94,7 +94,7 @@ def _spread(name: str, value, n_groups: int) -> list:
             values = even_mults(value.start, value.stop, n_groups)
         else:  # fastai: slice(b) gives b/10 to all groups but the last, which gets b
             values = [value.stop / 10] * (n_groups - 1) + [value.stop]
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple)) or _is_array(value):
         values = list(value)
         if len(values) == 1:
             values = values * n_groups
@@ -108,8 +108,14 @@ def _spread(name: str, value, n_groups: int) -> list:
 
 
 def _as_float(v):
-    """Hypers are plain Python floats: an int (torch's default `momentum=0`, say) becomes one; bools stay."""
-    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    """Hypers are plain Python floats: an int (torch's default `momentum=0`, say) or a numpy
+    number becomes one; bools stay."""
+    return float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else v
+
+
+def _is_array(value) -> bool:
+    """A 1-d numpy array (fastai users give per-group values as one), told without importing numpy."""
+    return type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 1
 
 
 def _clone_state(state: dict) -> dict:

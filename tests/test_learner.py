@@ -713,3 +713,53 @@ def test_the_learner_reads_what_it_lacks_from_its_model():
         learn._private
     import copy
     assert copy.deepcopy(learn).model is not learn.model  # no recursion through the delegation
+
+
+def test_to_fp16_to_bf16_and_to_fp32_add_and_remove_mixed_precision():
+    from minilearn import MixedPrecision
+
+    learn = small_learner()
+    assert learn.to_bf16() is learn and learn.mixed_precision.dtype == torch.bfloat16
+    learn.to_fp16()
+    assert [type(cb) for cb in learn.cbs].count(MixedPrecision) == 1 and learn.mixed_precision.dtype == torch.float16
+    learn.to_fp32()
+    assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs)
+    learn.to_bf16()
+    with learn.no_logging():
+        learn.fit(1)
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+def test_an_lr_bound_in_a_partial_opt_func_becomes_the_learners_lr():
+    from functools import partial
+
+    x, y, vx, vy = linear_data(n=32, n_valid=16)
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16), nn.Linear(3, 1), nn.MSELoss(),
+                    opt_func=partial(SGD, lr=0.03, mom=0.9))
+    with learn.no_logging():
+        learn.fit(1)
+    assert learn.lr == 0.03 and learn.opt.hypers[0]["lr"] == 0.03 and learn.opt.hypers[0]["mom"] == 0.9
+
+
+def test_the_logged_loss_is_not_changed_by_a_penalty_added_to_loss_grad():
+    class Penalty(Callback):  # fastbook chapter 16's regularisers add to loss_grad after the loss
+        def after_loss(self):
+            self.learn.loss_grad = self.learn.loss_grad + 100.0
+
+    plain, penalised = small_learner(), small_learner(cbs=Penalty())
+    with plain.no_logging(), penalised.no_logging():
+        plain.fit(1, lr=0.0)
+        penalised.fit(1, lr=0.0)  # lr 0: the penalty changes no weight, only what backward sees
+    assert penalised.recorder.losses == plain.recorder.losses
+
+
+def test_parameters_frozen_by_hand_before_the_first_fit():
+    x, y, vx, vy = class_data()
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    for p in model[:2].parameters():
+        p.requires_grad_(False)
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16), model, nn.CrossEntropyLoss())
+    before = [p.clone() for p in model[:2].parameters()]
+    with learn.no_logging():
+        learn.fit(1)  # the frozen BatchNorm's parameters are not the optimiser's, so not excluded from wd either
+    assert all(torch.equal(a, b) for a, b in zip(before, model[:2].parameters()))

@@ -479,3 +479,15 @@ def test_accepts_a_module_and_empty_groups():
         opt.freeze()
     assert model.weight.requires_grad
     assert math.isclose(opt.hypers[1]["lr"], 0.1)
+
+
+def test_per_group_values_may_be_a_numpy_array():
+    import numpy as np
+
+    opt = SGD([[torch.zeros(2, requires_grad=True)], [torch.zeros(2, requires_grad=True)]], lr=0.1)
+    opt.set_hyper("lr", np.array([1e-3, 1e-2]))
+    assert [h["lr"] for h in opt.hypers] == [1e-3, 1e-2] and all(type(h["lr"]) is float for h in opt.hypers)
+    opt.set_hyper("mom", np.float32(0.5))
+    assert all(h["mom"] == 0.5 and type(h["mom"]) is float for h in opt.hypers)
+    with pytest.raises(ValueError, match="lr: expected one value per parameter group"):
+        opt.set_hyper("lr", np.array([1e-3, 1e-2, 1e-1]))

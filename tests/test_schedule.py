@@ -103,3 +103,36 @@ def test_bad_lr(lr):
         learn.fit(1, lr=lr)
     with pytest.raises(ValueError, match="lr"):
         learn.fit_one_cycle(1, lr)
+
+
+def test_fine_tune_trains_the_last_group_then_all_with_discriminative_lrs():
+    import torch
+    from torch import nn
+
+    from minilearn import SGD, DataLoaders, Learner
+    from synthetic import linear_data
+
+    x, y, vx, vy = linear_data(n=64, n_valid=16)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0), model, nn.MSELoss(), opt_func=SGD,
+                    splitter=lambda m: [list(m[0].parameters()), list(m[1].parameters())])
+    moved = []
+
+    class Watch(Callback):
+        def before_fit(self):
+            self.before = [p.detach().clone() for p in self.model[0].parameters()]
+
+        def after_fit(self):
+            moved.append(any(not torch.equal(a, p) for a, p in zip(self.before, self.model[0].parameters())))
+            self.learn.seen_lrs = [h["lr"] for h in self.opt.hypers]
+
+    with learn.no_logging():
+        learn.fine_tune(2, base_lr=1e-2, freeze_epochs=1, cbs=Watch())
+    assert moved == [False, True]  # the body is frozen for the first fit only
+    assert len(learn.recorder.values) == 2  # the second fit's epochs
+    # the second fit: discriminative rates lr_mult apart, the last group's peaking at base_lr / 2
+    assert learn.seen_lrs[0] / learn.seen_lrs[1] == pytest.approx(1 / 100)
+    assert max(learn.recorder.hps["lr"]) == pytest.approx(1e-2 / 2, rel=0.05)
+    with pytest.raises(ValueError, match="epochs"):
+        learn.fine_tune(-1)

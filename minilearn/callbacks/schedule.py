@@ -209,3 +209,17 @@ def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int 
     n_epoch = sum(lengths)
     scheds = {"lr": combine_scheds([n / n_epoch for n in lengths], [SchedCos(lr_max, 0.0) for _ in lengths])}
     learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + as_list(cbs), start_epoch=start_epoch)
+
+
+def fine_tune(learn, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
+              pct_start: float = 0.3, div: float = 5.0, **kwargs) -> None:
+    """fastai's transfer-learning recipe: `freeze_epochs` one-cycle epochs of the last parameter
+    group alone, then `epochs` of the whole model unfrozen, at half the lr and with discriminative
+    rates from base_lr/2/lr_mult (first group) to base_lr/2 (last). `kwargs` go to both fits."""
+    check_int("epochs", epochs, low=0)
+    check_int("freeze_epochs", freeze_epochs, low=0)
+    learn.freeze()
+    learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+    base_lr /= 2
+    learn.unfreeze()
+    learn.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)

@@ -1,13 +1,18 @@
-"""Callbacks that change how a training step is made: clipping, accumulation, mixed precision."""
+"""Callbacks that change how training runs: clipping, accumulation, mixed precision, short epochs,
+frozen BatchNorm statistics, the channels-last memory format and resetting stateful models."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from minilearn.callback import Callback, CancelBatchException, CancelStepException
-from minilearn.checks import check_int, check_number
-from minilearn.metrics import find_bs
+from torch.nn.parallel import DistributedDataParallel
+
+from minilearn.callback import (
+    Callback, CancelBatchException, CancelStepException, CancelTrainException, CancelValidException,
+)
+from minilearn.checks import check_bool, check_int, check_number
+from minilearn.torch_basics import find_bs
 
 
 class MixedPrecision(Callback):
@@ -139,3 +144,114 @@ class GradientAccumulation(Callback):
         if self.count < self.n_acc:
             raise CancelBatchException()  # keep the gradients: no step, no zero_grad
         self.count = 0
+
+
+class ShortEpochCallback(Callback):
+    """Cuts each training phase (and validation, if `short_valid`) short after `pct` of its batches,
+    for a quick smoke test of a whole fit.
+
+    As fastai's, a phase goes on while `iter / n_iter < pct` and stops after the first batch that
+    reaches `pct`: `ceil(pct * n_iter) + 1` batches, at most `n_iter` (`pct=1` runs them all). It
+    cancels with CancelTrainException / CancelValidException, so `after_train` / `after_validate`
+    still run and the fit goes on to the next phase.
+    """
+
+    # last at after_batch (fastai's runs at 0): the Recorder, the table and get_preds' gatherer
+    # all see the batch a phase ends on before the cancel skips the callbacks after this one
+    order = 100
+
+    def __init__(self, pct: float = 0.01, short_valid: bool = True):
+        self.pct = check_number("pct", pct, low=0, high=1, low_open=True)
+        self.short_valid = check_bool("short_valid", short_valid)
+
+    def after_batch(self) -> None:
+        if self.iter / self.n_iter < self.pct:
+            return
+        if self.training:
+            raise CancelTrainException()
+        if self.short_valid:
+            raise CancelValidException()
+
+
+# The layers `set_bn_eval` freezes: fastai's BatchNorm types, and the one DDP converts them to.
+bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def set_bn_eval(model: nn.Module, use_eval: bool = True) -> None:
+    """Put the frozen BatchNorm layers of `model` in eval mode (train mode if not `use_eval`).
+
+    Frozen means fastai's: a BatchNorm layer whose parameters all have `requires_grad=False`. A
+    BatchNorm without parameters (`affine=False`) is left alone: nothing says it is frozen.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, bn_types) and params and not any(p.requires_grad for p in params):
+            m.train(not use_eval)
+
+
+class BnFreeze(Callback):
+    """Keeps the running statistics of frozen BatchNorm layers fixed while the rest trains.
+
+    Freezing a pretrained body (`requires_grad=False`, e.g. `Learner(train_bn=False)` then
+    `freeze()`) stops its weights, but BatchNorm in train mode still moves its running mean and
+    variance; before each training phase this puts those layers in eval mode (see `set_bn_eval`).
+    """
+
+    order = 0  # after TrainEvalCallback (-10), whose before_train puts the whole model in train mode
+
+    def before_train(self) -> None:
+        set_bn_eval(self.learn.model)
+
+
+def to_channels_last(xb: tuple) -> tuple:
+    """The batch's inputs with each 4-d tensor in `torch.channels_last` memory format."""
+    return tuple(x.contiguous(memory_format=torch.channels_last)
+                 if isinstance(x, torch.Tensor) and x.ndim == 4 else x for x in xb)
+
+
+class ChannelsLast(Callback):
+    """Trains in PyTorch's channels-last memory format: the model's 4-d weights (convolutions) and
+    each batch's 4-d inputs, which is faster for convolutions on recent GPUs (CPU works too).
+
+    fastai's `to_channelslast()` also adds mixed precision; this one only changes the memory
+    format: add `MixedPrecision()` beside it for the full speed-up on a GPU.
+    """
+
+    order = -1  # as fastai's: before callbacks that wrap or change the model (DDP at 11)
+
+    def before_fit(self) -> None:
+        self.learn.model.to(memory_format=torch.channels_last)
+
+    def before_validate(self) -> None:
+        # also for validate() / get_preds() on their own, which have no before_fit
+        self.learn.model.to(memory_format=torch.channels_last)
+
+    def before_batch(self) -> None:
+        self.learn.xb = to_channels_last(self.learn.xb)
+
+
+class ModelResetter(Callback):
+    """Calls `model.reset()` before training, before validation and after the fit, as fastai's:
+    for a model that keeps state between batches (an RNN's hidden state), so no phase starts from
+    the state another left. A model without a `reset` method is left alone."""
+
+    order = 0  # after TrainEvalCallback (-10) has set the mode the phase runs in
+
+    def _reset(self) -> None:
+        model = self.learn.model
+        if isinstance(model, DistributedDataParallel):  # under DDP the user's model is inside
+            model = model.module
+        reset = getattr(model, "reset", None)
+        if callable(reset):
+            reset()
+
+    def before_train(self) -> None:
+        self._reset()
+
+    def before_validate(self) -> None:
+        self._reset()
+
+    def after_fit(self) -> None:
+        self._reset()
