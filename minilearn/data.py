@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import IterableDataset, RandomSampler, TensorDataset, default_collate
 
 from minilearn.checks import check_bool, check_callable, check_device, check_int
+from minilearn.torch_basics import _move, _non_blocking, to_device  # to_device: still importable from here
 
 __all__ = ["to_device", "DataLoader", "TorchLoader", "DataLoaders"]
 
@@ -29,42 +30,6 @@ _ACCEPTED = (
     "(with __len__ and __getitem__, e.g. a list of (x, y) tuples) or a torch DataLoader"
 )
 _ACCEPTED_DATASET = "a map-style dataset (with __len__ and __getitem__) or a TensorDataset"
-
-
-# -- moving batches to a device
-
-
-def _move(b: Any, device: torch.device, non_blocking: bool) -> Any:
-    """Recursive worker behind `to_device`, with the device already checked."""
-    if isinstance(b, torch.Tensor):
-        return b.to(device, non_blocking=non_blocking)
-    if isinstance(b, tuple):
-        moved = [_move(o, device, non_blocking) for o in b]
-        # namedtuples take their fields as positional arguments, plain tuples take one iterable
-        return type(b)(*moved) if hasattr(b, "_fields") else type(b)(moved)
-    if isinstance(b, list):
-        return [_move(o, device, non_blocking) for o in b]
-    if isinstance(b, dict):
-        return {k: _move(v, device, non_blocking) for k, v in b.items()}
-    return b
-
-
-def _non_blocking(device: torch.device) -> bool:
-    """Whether copies to `device` may be asynchronous."""
-    # A non-blocking copy *to the CPU* can be read before it has landed, so only copies towards
-    # an accelerator (which orders them on its stream) are made asynchronous.
-    return device.type != "cpu"
-
-
-def to_device(b: Any, device: torch.device | str | None) -> Any:
-    """Move a tensor, or tuples/lists/dicts of tensors (recursively), to `device`; others pass through.
-
-    `device=None` returns `b` unchanged, so code can call it whether or not a device was chosen.
-    """
-    device = check_device("device", device)
-    if device is None:
-        return b
-    return _move(b, device, _non_blocking(device))
 
 
 # -- checking a loader's arguments (before any work)
@@ -340,6 +305,15 @@ class DataLoader(_PicksItsClass):
         b = _as_tuple(self._collate([self.dataset[j] for j in idx]))
         return b if move is None else _move(b, move, self._non_blocking)
 
+    def new(self, shuffle: bool | None = None, drop_last: bool | None = None, bs: int | None = None) -> "DataLoader":
+        """A loader over the same data with the settings given changed (fastai's `dl.new`), e.g. an
+        in-order pass for predictions; a shuffled one shares this loader's generator."""
+        shuffle = self.shuffle if shuffle is None else check_bool("shuffle", shuffle)
+        collate = None if self._tensors is not None or self._collate is default_collate else self._collate
+        return DataLoader(self.dataset, bs=self.bs if bs is None else bs, shuffle=shuffle,
+                          drop_last=self.drop_last if drop_last is None else drop_last,
+                          generator=self.generator if shuffle else None, device=self.device, collate_fn=collate)
+
     def one_batch(self) -> tuple:
         """The first batch of a fresh epoch, leaving the shuffling generator where it was.
 
@@ -424,6 +398,10 @@ class TorchLoader(DataLoader):
         """Not available: a torch DataLoader's own sampler decides its order."""
         raise TypeError("epoch_order: a wrapped torch DataLoader's own sampler decides its order")
 
+    def new(self, shuffle: bool | None = None, drop_last: bool | None = None, bs: int | None = None) -> "DataLoader":
+        """Not available: a torch DataLoader's settings are its own (build another one)."""
+        raise TypeError("new: a wrapped torch DataLoader's sampler and batch size are its own; build a new one")
+
     def fetch(self, idx: torch.Tensor) -> tuple:
         """Not available: a torch DataLoader fetches its own batches."""
         raise TypeError("fetch: a wrapped torch DataLoader fetches its own batches")
@@ -439,14 +417,22 @@ def as_loader(name: str, dl: Any) -> DataLoader:
 
 
 class DataLoaders:
-    """A train loader and optional validation (and more) loaders, as fastai's `DataLoaders(train, valid)`."""
+    """A train loader and optional validation (and more) loaders, as fastai's `DataLoaders(train, valid)`.
+
+    `vocab`: the class names, index i naming class i (fastai's `dls.vocab`; `dls.c` is their
+    number), which `learn.predict` uses to name its decoded prediction.
+    """
 
     n_inp: int = 1  # how many leading elements of a batch are inputs (the rest are targets)
 
-    def __init__(self, *loaders: DataLoader | TorchDataLoader, device: torch.device | str | None = None) -> None:
+    def __init__(self, *loaders: DataLoader | TorchDataLoader, device: torch.device | str | None = None,
+                 vocab=None) -> None:
         if not loaders:
             raise ValueError("loaders: expected at least one DataLoader (the training one), got none")
         device = check_device("device", device)
+        if vocab is not None and (isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__len__")):
+            raise TypeError(f"vocab: expected a list of class names, got {type(vocab).__name__}")
+        self.vocab = list(vocab) if vocab is not None else None
         self.loaders: list[DataLoader] = [as_loader(f"loaders[{i}]", dl) for i, dl in enumerate(loaders)]
         self._device = device
         if device is not None:
@@ -502,6 +488,18 @@ class DataLoaders:
         """The first batch of the training loader, to look at shapes or try a model."""
         return self.train.one_batch()
 
+    @property
+    def c(self) -> int | None:
+        """The number of classes (the vocab's length), or None without a vocab."""
+        return len(self.vocab) if self.vocab is not None else None
+
+    def test_dl(self, items, bs: int | None = None) -> DataLoader:
+        """A loader for new data, batched as the validation loader (in order, on the loaders'
+        device): a tensor of inputs needs no labels; a tuple (x, y) or a dataset works too."""
+        ref = self.valid if self.valid is not None else self.train
+        bs = bs if bs is not None else (ref.bs if ref.bs is not None else DEFAULT_BS)
+        return DataLoader(items, bs=bs, shuffle=False, device=self.device)
+
     def __repr__(self) -> str:
         inner = ", ".join(repr(dl) for dl in self.loaders)
         return f"{type(self).__name__}({inner})"
@@ -519,6 +517,7 @@ class DataLoaders:
         drop_last: bool = False,
         seed: int | None = None,
         device: torch.device | str | None = None,
+        vocab=None,
     ) -> "DataLoaders":
         """Loaders over in-memory tensors: a shuffled train loader and an ordered valid loader."""
         _check_xy("x", "y", x, y)
@@ -532,10 +531,10 @@ class DataLoaders:
         check_device("device", device)
         train = DataLoader((x, y), bs=bs, shuffle=shuffle, drop_last=drop_last, seed=seed, device=device)
         if valid_x is None:
-            return cls(train, device=device)
+            return cls(train, device=device, vocab=vocab)
         # validation sees every item, in order, so its numbers are exact and comparable run to run
         valid = DataLoader((valid_x, valid_y), bs=val_bs, shuffle=False, drop_last=False, device=device)
-        return cls(train, valid, device=device)
+        return cls(train, valid, device=device, vocab=vocab)
 
     @classmethod
     def from_dsets(
@@ -549,6 +548,7 @@ class DataLoaders:
         seed: int | None = None,
         device: torch.device | str | None = None,
         collate_fn: Callable[[list], Any] | None = None,
+        vocab=None,
     ) -> "DataLoaders":
         """Loaders over map-style datasets (or TensorDatasets): shuffled train, ordered valid."""
         bs = check_int("bs", bs, 1)
@@ -563,6 +563,6 @@ class DataLoaders:
             _check_data("valid_ds", valid_ds, _ACCEPTED_DATASET)
         train = DataLoader(train_ds, bs=bs, shuffle=shuffle, drop_last=drop_last, seed=seed, device=device, collate_fn=collate_fn)
         if valid_ds is None:
-            return cls(train, device=device)
+            return cls(train, device=device, vocab=vocab)
         valid = DataLoader(valid_ds, bs=val_bs, shuffle=False, drop_last=False, device=device, collate_fn=collate_fn)
-        return cls(train, valid, device=device)
+        return cls(train, valid, device=device, vocab=vocab)

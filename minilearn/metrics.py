@@ -23,6 +23,7 @@ from torch import Tensor
 
 from minilearn.checks import as_list, check_number
 from minilearn.distributed import all_gather_cat, all_reduce_sum
+from minilearn.torch_basics import find_bs
 
 
 def _flat_targ(pred: Tensor, targ: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,11 +68,6 @@ def mse(pred: Tensor, targ: Tensor) -> Tensor:
 def mae(pred: Tensor, targ: Tensor) -> Tensor:
     """Mean absolute error."""
     return (pred - targ.view_as(pred)).abs().mean()
-
-
-def find_bs(yb: tuple) -> int:
-    """The number of items in a batch: the first dimension of its first target."""
-    return len(yb[0]) if len(yb) else 1
 
 
 class Metric:
