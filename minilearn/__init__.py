@@ -26,10 +26,18 @@ from minilearn.callbacks.training import (
     BnFreeze, ChannelsLast, GradientAccumulation, GradientClip, MixedPrecision, ModelResetter, ShortEpochCallback,
     bn_types, set_bn_eval,
 )
-from minilearn.callbacks.preds import CollectDataCallback, MCDropoutCallback
+from minilearn.callbacks.preds import CollectDataCallback, FetchPredsCallback, MCDropoutCallback
 from minilearn.export import InferenceLearner, load_learner
 from minilearn.data import DataLoader, DataLoaders, TorchLoader
 from minilearn.learner import Learner
+from minilearn.losses import (
+    BaseLoss, BCELossFlat, BCEWithLogitsLossFlat, CrossEntropyLossFlat, FocalLoss, FocalLossFlat, L1LossFlat,
+    LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, MSELossFlat,
+)
+from minilearn.torch_basics import (
+    L, Module, default_device, find_bs, first, kept_modes, no_random, set_seed, tensor, to_cpu, to_detach, to_device,
+    to_np,
+)
 from minilearn.metrics import (
     AccumMetric, AvgLoss, AvgMetric, AvgSmoothLoss, Metric, StatefulMetric, accuracy, accuracy_multi,
     batch_accuracy, error_rate, mae, mnist_loss, mse,
@@ -44,9 +52,13 @@ from minilearn.scratch import ScratchBackward
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseLoss", "BCELossFlat", "BCEWithLogitsLossFlat", "CrossEntropyLossFlat", "FocalLoss", "FocalLossFlat",
+    "L1LossFlat", "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat", "MSELossFlat",
+    "L", "Module", "default_device", "find_bs", "first", "kept_modes", "no_random", "set_seed", "tensor", "to_cpu",
+    "to_detach", "to_device", "to_np",
     "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
     "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "BnFreeze", "ChannelsLast",
-    "ModelResetter", "ShortEpochCallback", "bn_types", "set_bn_eval", "CollectDataCallback", "MCDropoutCallback", "InferenceLearner",
+    "ModelResetter", "ShortEpochCallback", "bn_types", "set_bn_eval", "CollectDataCallback", "FetchPredsCallback", "MCDropoutCallback", "InferenceLearner",
     "load_learner", "DistributedDL", "DistributedTrainer", "distrib_barrier", "distrib_ctx", "is_rank0",
     "num_distrib", "rank_distrib", "setup_distrib", "teardown_distrib", "scratch", "ScratchBackward",
     "Adam", "BaseOptimizer", "LRFinder", "Lamb", "Lookahead", "OptimWrapper", "ParamScheduler", "RAdam",

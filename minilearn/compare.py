@@ -120,6 +120,7 @@ def make_learners(make_dls: Callable, model: nn.Module, loss_func: Callable, met
     ml = Learner(make_dls(), copy.deepcopy(model), loss_func, opt_func=_partial(ours, opt_kwargs),
                  metrics=list(metrics), path=path, **learner_kwargs)
     ml.remove_cb(ml.progress)
+    ml.logger = lambda *args: None  # without its table the Recorder would print each epoch's row
     fa = fastai_learner.Learner(make_dls(), copy.deepcopy(model), loss_func=loss_func,
                                 opt_func=_partial(theirs, opt_kwargs), metrics=list(metrics), path=path,
                                 **learner_kwargs)

@@ -158,3 +158,19 @@ def load_learner(fname: str | Path, model: nn.Module | None = None, device=None)
     check_weights_fit(model, ckpt["state_dict"], fname)
     model.load_state_dict(ckpt["state_dict"])
     return InferenceLearner(model, ckpt["item_ndim"], device)
+
+
+def decoded_prediction(out: torch.Tensor, loss_func, vocab):
+    """fastai's `(decoded, index, probabilities)` for one item's output when `loss_func` has
+    `activation` and `decodes` and a `vocab` names the classes: the probabilities, the decoded
+    class index (or multi-label mask), and its name (or names). Otherwise `out` unchanged."""
+    activation, decodes = getattr(loss_func, "activation", None), getattr(loss_func, "decodes", None)
+    if activation is None or decodes is None or vocab is None:
+        return out
+    probs = activation(out)
+    index = decodes(probs)
+    if index.dtype == torch.bool:  # multi-label: every class above the threshold
+        return [vocab[i] for i in torch.nonzero(index).flatten().tolist()], index, probs
+    if index.ndim == 0:
+        return vocab[int(index)], index, probs
+    return [vocab[i] for i in index.tolist()], index, probs  # a batch of items

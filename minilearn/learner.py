@@ -83,7 +83,7 @@ class Learner:
         self.wd_bn_bias, self.train_bn = wd_bn_bias, train_bn
         self.metrics = as_metrics(metrics)
         self.path, self.model_dir = Path(path), Path(model_dir)
-        self.opt = None
+        self.opt, self.logger = None, print  # logger: where the Recorder writes rows without a progress table
         self.cbs = CallbackList()  # read-only: change it with add_cb / remove_cb
         self._handlers: dict[str, list] = {}
         self._reset_state()
@@ -343,10 +343,13 @@ class Learner:
         loaded; `minilearn.load_learner(fname)` reads it back (the format: `minilearn.export`)."""
         return export.export_learner(self, fname)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's output for one item (no batch dimension) or a batch, on the CPU."""
+    def predict(self, x: torch.Tensor):
+        """fastai's `(decoded, index, probabilities)` for one item when the loss decodes and the
+        DataLoaders have a vocab (see `export.decoded_prediction`); else the model's output for one
+        item (no batch dimension) or a batch, on the CPU."""
         self._to_device()
-        return export.predict(self.model, x, export.item_ndim(self), self.device)
+        out = export.predict(self.model, x, export.item_ndim(self), self.device)
+        return export.decoded_prediction(out, self.loss_func, getattr(self.dls, "vocab", None))
 
     def to_fp16(self) -> "Learner":
         """Train in mixed precision with float16 (a `MixedPrecision` callback, loss-scaled on CUDA)."""
@@ -451,39 +454,83 @@ class Learner:
         """Keep the metric table but draw no progress bar: a context manager."""
         return progress.no_bar(self)
 
+    @contextlib.contextmanager
     def no_logging(self):
-        """Neither table nor bar (the recorder still records): a context manager."""
-        return self.removed_cbs([ProgressCallback])
+        """Neither table nor bar nor rows through `learn.logger` (the recorder still records)."""
+        old, self.logger = self.logger, _log_nothing
+        try:
+            with self.removed_cbs([ProgressCallback]):
+                yield self
+        finally:
+            self.logger = old
 
     def show_training_loop(self) -> None:
         """Print the events of a fit, indented by nesting, with the callbacks that run at each."""
         print_training_loop(self.cbs)
 
     # ------------------------------------------------------------------ inference
-    def validate(self, dl=None, cbs=None) -> list[float | None]:
-        """Loss and metrics over `dl` (default: the validation loader): `[valid_loss, *metrics]`.
+    def validate(self, ds_idx: int = 1, dl=None, cbs=None) -> list[float | None]:
+        """Loss and metrics over `dl` (default: `dls[ds_idx]`, the validation loader):
+        `[valid_loss, *metrics]`.
 
         It runs only the validation events (`before_validate` ... `after_validate`, not the fit's
         or epoch's), with a Recorder of its own, and leaves the learner as it was, so a callback
-        may call it in the middle of a fit.
+        may call it in the middle of a fit. (A loader given first is taken as `dl`.)
         """
         recorder = Recorder(add_time=False)
-        self._side_pass(dl, [recorder] + as_list(cbs))
+        self._side_pass(self._pass_dl(ds_idx, dl), [recorder] + as_list(cbs))
         return recorder.last_valid
 
-    def get_preds(self, dl=None, act: Callable | None = None, cbs=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions and targets over `dl` (default: the validation loader), on the CPU."""
-        gather = GatherPredsCallback()
-        self._side_pass(dl, [gather] + as_list(cbs))
-        preds, targs = gather.result()
-        return (act(preds) if act is not None else preds), targs
+    def get_preds(self, ds_idx: int = 1, dl=None, with_input: bool = False, with_decoded: bool = False,
+                  with_loss: bool = False, act: Callable | None = None, inner: bool = False, reorder: bool = True,
+                  cbs=None) -> tuple:
+        """Predictions over `dl` (default: `dls[ds_idx]`, in dataset order) as fastai's tuple
+        `(inputs, preds, targets, decoded, losses)`, the optional ones only when asked, on the CPU.
+
+        `act` (default: the loss's `activation`, if it has one) is applied to the predictions;
+        `with_decoded` adds the loss's `decodes` of them, `with_loss` each item's loss. `inner` is
+        accepted for fastai's code: a pass here never disturbs a fit it runs in.
+        """
+        gather = GatherPredsCallback(with_input=with_input, with_loss=with_loss)
+        with self.loss_not_reduced() if with_loss else contextlib.nullcontext():
+            self._side_pass(self._pass_dl(ds_idx, dl, reorder), [gather] + as_list(cbs))
+        res, i = gather.all_tensors(), 1 if with_input else 0
+        act = act if act is not None else getattr(self.loss_func, "activation", None)
+        if act is not None:
+            res[i] = act(res[i])
+        if with_decoded:
+            decodes = getattr(self.loss_func, "decodes", None)
+            res.insert(i + 2, decodes(res[i]) if decodes is not None else res[i])
+        return tuple(res)
+
+    @contextlib.contextmanager
+    def loss_not_reduced(self):
+        """Inside the block the loss gives one value per item (its `reduction` set to 'none')."""
+        if not hasattr(self.loss_func, "reduction"):
+            raise TypeError(f"loss_func: {type(self.loss_func).__name__} has no `reduction` to switch off; "
+                            "use a torch loss or one of minilearn.losses for per-item losses")
+        old, self.loss_func.reduction = self.loss_func.reduction, "none"
+        try:
+            yield self
+        finally:
+            self.loss_func.reduction = old
+
+    def _pass_dl(self, ds_idx, dl, reorder: bool = True):
+        """The loader of a side pass: `dl`, else `dls[ds_idx]`; in order when `reorder`."""
+        if dl is None and not isinstance(ds_idx, int):
+            dl, ds_idx = ds_idx, 1  # minilearn's validate(dl) / get_preds(dl), from before ds_idx came first
+        if dl is None:
+            check_int("ds_idx", ds_idx, low=0)
+            if ds_idx >= len(self.dls):
+                raise ValueError(f"ds_idx: the DataLoaders have no loader {ds_idx} (they hold {len(self.dls)}); "
+                                 "pass dl=")
+            dl = self.dls[ds_idx]
+        dl = as_loader("dl", dl)
+        return dl.new(shuffle=False, drop_last=False) if reorder and dl.shuffle and dl.torch_loader is None else dl
 
     def _side_pass(self, dl, cbs: list) -> None:
         """One validation pass over `dl` with `cbs` added and the callbacks that sit it out removed;
         the learner's state (mode, batch, counters) is put back, error or not."""
-        if dl is None and self.dls.valid is None:
-            raise ValueError("dl: the DataLoaders have no validation set; pass a DataLoader")
-        dl = self.dls.valid if dl is None else as_loader("dl", dl)
         with self.removed_cbs([cb for cb in self.cbs if "validate" in cb.sits_out]), self.added_cbs(cbs), \
                 self.kept_state("pass", "batch"), kept_modes(self.model):
             try:
@@ -507,6 +554,10 @@ class Learner:
 
     def __repr__(self) -> str:
         return f"Learner(model={type(self.model).__name__}, opt={self.opt!r}, cbs={self.cbs})"
+
+
+def _log_nothing(*args, **kwargs) -> None:
+    """The logger inside `no_logging`."""
 
 
 def _state_names(scopes: tuple[str, ...]) -> list[str]:

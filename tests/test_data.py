@@ -555,3 +555,22 @@ def test_cuda_resident_tensors_are_indexed_on_the_gpu():
     xb, yb = on_gpu.fetch(torch.tensor([7, 2]))
     assert xb.is_cuda and torch.equal(yb.cpu(), y[[7, 2]])
     assert DataLoader((x, y), bs=10, device="cuda").fetch(torch.tensor([7, 2]))[0].is_cuda
+
+
+def test_vocab_c_test_dl_and_new():
+    x, y = make_xy(20)
+    dls = DataLoaders.from_tensors(x, y, x[:8], y[:8], bs=4, val_bs=3, seed=0, vocab=("neg", "pos"))
+    assert dls.vocab == ["neg", "pos"] and dls.c == 2
+    assert DataLoaders.from_tensors(x, y).vocab is None and DataLoaders.from_tensors(x, y).c is None
+    with pytest.raises(TypeError, match="vocab: expected a list of class names"):
+        DataLoaders.from_tensors(x, y, vocab="ab")
+    test = dls.test_dl(x[:7])  # inputs only: batches of one tensor, as the validation loader's
+    batches = list(test)
+    assert test.bs == 3 and not test.shuffle and [len(b) for b in batches] == [1, 1, 1]
+    assert torch.equal(torch.cat([b[0] for b in batches]), x[:7])
+    in_order = dls.train.new(shuffle=False)
+    assert not in_order.shuffle and in_order.bs == 4
+    assert torch.equal(torch.cat([b[0] for b in in_order]), x)
+    assert dls.train.new().shuffle and dls.train.new().generator is dls.train.generator
+    with pytest.raises(TypeError, match="new: a wrapped torch DataLoader"):
+        DataLoader(TorchDataLoader(TensorDataset(x, y), batch_size=4)).new(shuffle=False)

@@ -763,3 +763,69 @@ def test_parameters_frozen_by_hand_before_the_first_fit():
     with learn.no_logging():
         learn.fit(1)  # the frozen BatchNorm's parameters are not the optimiser's, so not excluded from wd either
     assert all(torch.equal(a, b) for a, b in zip(before, model[:2].parameters()))
+
+
+def classifier(vocab=None, **kwargs):
+    """A 4 -> 3 linear classifier on `class_data` with fastai's flat cross-entropy (it decodes)."""
+    from minilearn import CrossEntropyLossFlat
+
+    x, y, vx, vy = class_data()
+    torch.manual_seed(0)
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0, vocab=vocab)
+    return Learner(dls, nn.Linear(4, 3), CrossEntropyLossFlat(), lr=0.1, **kwargs), (x, y, vx, vy)
+
+
+def test_get_preds_the_fastai_way():
+    learn, (x, y, vx, vy) = classifier()
+    with learn.no_logging():
+        learn.fit(1)
+    with torch.no_grad():
+        logits = learn.model(vx)
+    probs, targs = learn.get_preds()  # the loss's activation: softmax
+    assert torch.allclose(probs, logits.softmax(-1), atol=1e-6) and torch.equal(targs, vy)
+    inp, probs2, targs2, decoded, losses = learn.get_preds(with_input=True, with_decoded=True, with_loss=True)
+    assert torch.equal(inp, vx) and torch.equal(probs2, probs) and torch.equal(targs2, vy)
+    assert torch.equal(decoded, probs.argmax(-1))
+    assert torch.allclose(losses, nn.functional.cross_entropy(logits, vy, reduction="none"), atol=1e-6)
+    assert learn.loss_func.reduction == "mean"  # put back after with_loss
+    raw, _ = learn.get_preds(act=lambda p: p)
+    assert torch.allclose(raw, logits, atol=1e-6)
+    # ds_idx=0: the shuffled training loader, in dataset order
+    train_probs, train_targs = learn.get_preds(ds_idx=0)
+    assert torch.equal(train_targs, y) and train_probs.shape == (len(x), 3)
+    assert learn.validate(ds_idx=0)[0] == pytest.approx(nn.functional.cross_entropy(learn.model(x), y).item(), rel=1e-5)
+    # a loader given first is the loader, as before ds_idx came first
+    assert learn.validate(learn.dls.valid) == learn.validate()
+    with pytest.raises(ValueError, match="ds_idx: the DataLoaders have no loader 2"):
+        learn.get_preds(ds_idx=2)
+    # new inputs without labels
+    preds, targs = learn.get_preds(dl=learn.dls.test_dl(vx[:5]))
+    assert targs is None and torch.allclose(preds, probs[:5])
+
+
+def test_loss_not_reduced_and_its_error_for_a_plain_function():
+    learn, _ = classifier()
+    with learn.loss_not_reduced():
+        assert learn.loss_func.reduction == "none"
+    assert learn.loss_func.reduction == "mean"
+    x, y, vx, vy = linear_data(n=32, n_valid=16)
+    plain = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16), nn.Linear(3, 1), lambda p, t: ((p - t) ** 2).mean())
+    with pytest.raises(TypeError, match="loss_func: function has no `reduction`"):
+        with plain.loss_not_reduced():
+            pass
+
+
+def test_predict_decodes_with_a_vocab_and_gives_the_raw_output_without():
+    learn, (x, y, vx, vy) = classifier(vocab=["a", "b", "c"])
+    with learn.no_logging():
+        learn.fit(2)
+    name, index, probs = learn.predict(vx[0])
+    with torch.no_grad():
+        expected = learn.model(vx[:1])[0].softmax(-1)
+    assert torch.allclose(probs, expected, atol=1e-6) and int(index) == int(expected.argmax())
+    assert name == ["a", "b", "c"][int(index)]
+    names, _, _ = learn.predict(vx[:4])
+    assert len(names) == 4
+    plain, _ = classifier()
+    out = plain.predict(vx[0])
+    assert isinstance(out, torch.Tensor) and out.shape == (3,)

@@ -7,7 +7,7 @@ from torch import nn
 
 from minilearn import SGD, Callback, DataLoader, DataLoaders, Learner
 from minilearn.callbacks.preds import CollectDataCallback, MCDropoutCallback, dropout_modules
-from synthetic import class_learner, linear_data
+from synthetic import class_learner, linear_data, regression_learner
 
 
 def test_mc_dropout_gives_varying_predictions_where_plain_eval_does_not():
@@ -102,3 +102,28 @@ def test_collect_data_starts_afresh_each_fit_and_sees_unlabelled_and_side_passes
     assert len(collect.data) == 3 + 2
     xb, yb, pred, loss = collect.data[-1]
     assert torch.equal(xb[0], vx[8:]) and yb == () and pred.shape == (8, 1) and loss is None
+
+
+def test_fetch_preds_gets_the_predictions_after_each_validation_without_disturbing_the_fit():
+    from minilearn import FetchPredsCallback
+
+    fetched = []
+
+    class Keep(Callback):
+        order, sits_out = 100, ("validate",)  # not in the fetch's own pass
+
+        def after_validate(self):
+            fetched.append(self.learn.fetch_preds.preds)
+
+    learn = regression_learner()
+    reference = regression_learner()
+    fetch = FetchPredsCallback(with_input=True, with_decoded=True)
+    with learn.no_logging(), reference.no_logging():
+        learn.fit(2, cbs=[fetch, Keep()])
+        reference.fit(2)
+    assert len(fetched) == 2 and all(len(p) == 4 for p in fetched)  # inputs, preds, targets, decoded
+    inputs, preds, targs, _ = fetched[-1]
+    assert torch.equal(inputs, learn.dls.valid_ds[0]) and torch.equal(targs, learn.dls.valid_ds[1])
+    with torch.no_grad():
+        assert torch.allclose(preds, learn.model(inputs))
+    assert learn.recorder.values == reference.recorder.values  # the fetches changed nothing of the fit

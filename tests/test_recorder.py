@@ -120,3 +120,21 @@ def test_cancel_in_before_epoch_from_an_early_callback():
     with learn.no_logging():
         learn.fit(2, cbs=SkipFirst())
     assert len(learn.recorder.history) == 2
+
+
+def test_without_a_table_each_epochs_row_goes_to_learn_logger(capsys):
+    from minilearn import ProgressCallback
+
+    learn = regression_learner()
+    learn.remove_cb(ProgressCallback)
+    rows = []
+    learn.logger = rows.append
+    learn.fit(2)
+    assert [r[0] for r in rows] == [0, 1] and rows[1][1:3] == learn.recorder.values[1]
+    assert isinstance(rows[0][-1], str) and ":" in rows[0][-1]  # the time, formatted as in the table
+    learn.logger = print  # the default, as fastai's
+    learn.fit(1)
+    assert capsys.readouterr().out.startswith("[0, ")
+    with learn.no_logging():  # no table and nothing logged
+        learn.fit(1)
+    assert capsys.readouterr().out == "" and learn.logger is print

@@ -54,7 +54,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from minilearn.callback import Callback, GatherPredsCallback, add_note
-from minilearn.callbacks.progress import ProgressCallback
 from minilearn.checks import check_bool
 from minilearn.data import DataLoader
 # the layer below, re-exported here too: scripts written for this module import them from it
@@ -202,7 +201,7 @@ def distrib_ctx(learn, sync_loss: bool = True, backend: str | None = None, timeo
         backend = "nccl" if device.type == "cuda" else "gloo"
     setup_distrib(backend, timeout)
     trainer = DistributedTrainer(sync_loss=sync_loss, **ddp_kwargs)
-    hidden = [cb for cb in learn.cbs if isinstance(cb, ProgressCallback)] if not is_rank0() else []
+    quiet = contextlib.ExitStack()  # off rank 0: no table, bar or logged rows
     dls_device = getattr(learn.dls, "device", None)
     try:
         if device.type == "cuda":
@@ -210,7 +209,8 @@ def distrib_ctx(learn, sync_loss: bool = True, backend: str | None = None, timeo
             learn.model.to(local)
             if dls_device is not None:
                 learn.dls.to(local)
-        learn.remove_cbs(hidden)
+        if not is_rank0():
+            quiet.enter_context(learn.no_logging())
         learn.add_cb(trainer)
         yield learn
     except BaseException as e:
@@ -220,6 +220,6 @@ def distrib_ctx(learn, sync_loss: bool = True, backend: str | None = None, timeo
         if isinstance(learn.model, DistributedDataParallel):
             learn.model = learn.model.module
         learn.remove_cb(trainer)
-        learn.add_cbs(hidden)
+        quiet.close()
         if device.type == "cuda" and dls_device is not None:
             learn.dls.to(dls_device)

@@ -3,6 +3,7 @@
 `MCDropoutCallback` keeps dropout active while the rest of the model is in eval mode, so that
 several `get_preds` passes sample different sub-networks and their spread estimates the model's
 uncertainty. `CollectDataCallback` is a debugging aid that keeps what the loop saw at each batch.
+`FetchPredsCallback` runs `get_preds` after each validation of a fit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastcore.foundation import L
 from torch import nn
 
 from minilearn.callback import Callback
+from minilearn.checks import as_list
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
@@ -65,3 +67,22 @@ class CollectDataCallback(Callback):
 
     def after_batch(self) -> None:
         self.data.append(_detached((self.xb, self.yb, self.pred, self.loss)))
+
+
+class FetchPredsCallback(Callback):
+    """Fetches predictions in the middle of training: after each validation, `learn.get_preds`
+    over `dl` (default: `dls[ds_idx]`), kept in `self.preds` (fastai's arguments). `cbs` are
+    callbacks taken out of the learner while it fetches; this callback sits the fetch out itself."""
+
+    sits_out = ("validate",)
+
+    def __init__(self, ds_idx: int = 1, dl=None, with_input: bool = False, with_decoded: bool = False, cbs=None,
+                 reorder: bool = True):
+        self.ds_idx, self.dl, self.with_input, self.with_decoded = ds_idx, dl, with_input, with_decoded
+        self.reorder, self.taken_out = reorder, as_list(cbs)
+        self.preds = None
+
+    def after_validate(self) -> None:
+        with self.learn.removed_cbs(self.taken_out):
+            self.preds = self.learn.get_preds(ds_idx=self.ds_idx, dl=self.dl, with_input=self.with_input,
+                                              with_decoded=self.with_decoded, inner=True, reorder=self.reorder)

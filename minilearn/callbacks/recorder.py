@@ -11,6 +11,7 @@ import time
 import torch
 
 from minilearn.callback import Callback
+from minilearn.callbacks.progress import format_time
 from minilearn.checks import check_number
 from minilearn.metrics import AvgLoss, to_float
 
@@ -114,6 +115,8 @@ class Recorder(Callback):
             self.log["time"] = time.perf_counter() - self.start_time
         self.values.append([v for k, v in self.log.items() if k not in ("epoch", "time")])
         self.history.append(dict(self.log))
+        if getattr(self.learn, "progress", None) is None:  # no table: the row goes to the logger, as fastai's
+            self.learn.logger([format_time(v) if k == "time" else v for k, v in self.log.items()])
 
     # -- reading the numbers back
     def _flush(self) -> None:
