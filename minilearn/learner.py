@@ -31,13 +31,13 @@ from minilearn.callback import (
     CancelFitException, CancelStepException, CancelTrainException, CancelValidException, GatherPredsCallback,
     CallbackList, TrainEvalCallback, cleanup_fits, event_method, note_once, print_training_loop, sorted_cbs, where_in_loop,
 )
-from minilearn.callbacks import lr_find as lr_finder, progress, schedule
+from minilearn.callbacks import lr_find as lr_finder, progress, schedule, training
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
-from minilearn.callbacks.training import MixedPrecision
 from minilearn.checks import as_list, check_callable, check_int, check_lr, check_number
 from minilearn.data import as_loader, to_device
+from minilearn.losses import not_reduced
 from minilearn.metrics import as_metrics
 from minilearn.optim import Adam, norm_bias_params
 from minilearn.optim_torch import OptimWrapper, make_optimizer
@@ -353,21 +353,15 @@ class Learner:
 
     def to_fp16(self) -> "Learner":
         """Train in mixed precision with float16 (a `MixedPrecision` callback, loss-scaled on CUDA)."""
-        return self._with_precision(torch.float16)
+        return training.set_precision(self, torch.float16)
 
     def to_bf16(self) -> "Learner":
         """Train in mixed precision with bfloat16 (a `MixedPrecision` callback)."""
-        return self._with_precision(torch.bfloat16)
+        return training.set_precision(self, torch.bfloat16)
 
     def to_fp32(self) -> "Learner":
         """Train in full precision again (the `MixedPrecision` callback removed)."""
-        return self._with_precision(None)
-
-    def _with_precision(self, dtype) -> "Learner":
-        self.remove_cb(MixedPrecision)
-        if dtype is not None:
-            self.add_cb(MixedPrecision(dtype))
-        return self
+        return training.set_precision(self, None)
 
     def distrib_ctx(self, sync_loss: bool = True, backend: str | None = None, timeout=DEFAULT_TIMEOUT,
                     **ddp_kwargs):
@@ -503,17 +497,9 @@ class Learner:
             res.insert(i + 2, decodes(res[i]) if decodes is not None else res[i])
         return tuple(res)
 
-    @contextlib.contextmanager
     def loss_not_reduced(self):
-        """Inside the block the loss gives one value per item (its `reduction` set to 'none')."""
-        if not hasattr(self.loss_func, "reduction"):
-            raise TypeError(f"loss_func: {type(self.loss_func).__name__} has no `reduction` to switch off; "
-                            "use a torch loss or one of minilearn.losses for per-item losses")
-        old, self.loss_func.reduction = self.loss_func.reduction, "none"
-        try:
-            yield self
-        finally:
-            self.loss_func.reduction = old
+        """A context manager: inside it the loss gives one value per item (`reduction` 'none')."""
+        return not_reduced(self.loss_func)
 
     def _pass_dl(self, ds_idx, dl, reorder: bool = True):
         """The loader of a side pass: `dl`, else `dls[ds_idx]`; in order when `reorder`."""

@@ -33,6 +33,7 @@ Where these differ from fastai, on purpose:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import torch
@@ -361,3 +362,17 @@ class FocalLossFlat(BaseLoss):
     def decodes(self, x: Tensor) -> Tensor:
         """The most likely class along `axis`."""
         return x.argmax(dim=self.axis)
+
+
+@contextlib.contextmanager
+def not_reduced(loss_func):
+    """Inside the block `loss_func` gives one value per item (its `reduction` set to 'none'), for
+    `Learner.loss_not_reduced` and `get_preds(with_loss=True)`; put back on leaving."""
+    if not hasattr(loss_func, "reduction"):
+        raise TypeError(f"loss_func: {type(loss_func).__name__} has no `reduction` to switch off; "
+                        "use a torch loss or one of minilearn.losses for per-item losses")
+    old, loss_func.reduction = loss_func.reduction, "none"
+    try:
+        yield loss_func
+    finally:
+        loss_func.reduction = old

@@ -255,3 +255,12 @@ class ModelResetter(Callback):
 
     def after_fit(self) -> None:
         self._reset()
+
+
+def set_precision(learn, dtype: torch.dtype | None):
+    """`Learner.to_fp16` / `to_bf16` / `to_fp32`: one `MixedPrecision(dtype)` callback, or none for
+    `dtype=None`; returns the learner."""
+    learn.remove_cb(MixedPrecision)
+    if dtype is not None:
+        learn.add_cb(MixedPrecision(dtype))
+    return learn
