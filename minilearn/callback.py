@@ -280,7 +280,8 @@ def print_training_loop(cbs) -> None:
 
 
 class TrainEvalCallback(Callback):
-    """Built in: switches the model between train and eval mode and counts training progress.
+    """Built in: switches the model between train and eval mode and counts training progress;
+    a model with a `reset()` method is reset at the start of each fit (fastai's rule).
 
     It runs first (order -10), so every other callback sees `training`, `pct_train` and
     `train_iter` already up to date, as in fastai.
@@ -290,6 +291,8 @@ class TrainEvalCallback(Callback):
     run_valid = False
 
     def before_fit(self) -> None:
+        if callable(getattr(self.learn.model, "reset", None)):
+            self.learn.model.reset()  # a stateful model (an RNN's hidden state) starts each fit afresh, as fastai's
         # a resumed fit (start_epoch > 0) counts the skipped epochs as done
         start = self.learn.start_epoch
         self.learn.train_iter = start * len(self.learn.dls.train)

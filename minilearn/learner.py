@@ -149,7 +149,7 @@ class Learner:
         self("after_pred")
         if self.yb:                                                # (unlabelled batches: no loss)
             self.loss_grad = self.loss_func(self.pred, *self.yb)   # 3. loss
-            self.loss = self.loss_grad.detach()
+            self.loss = self.loss_grad.detach().clone()  # a copy: an in-place penalty on loss_grad stays out of it
         self("after_loss")
         if not self.training or not self.yb:
             return

@@ -17,7 +17,7 @@ from torch import nn
 import minilearn
 from minilearn import DataLoaders, batch_accuracy, datasets, mnist_loss
 from minilearn.compare import compare_lr_find, compare_with_fastai, make_learners
-from synthetic import class_data
+from synthetic import class_data, linear_data
 
 TOL = 1e-5
 
@@ -394,3 +394,281 @@ def test_difference_export_holds_no_code(fastai, tmp_path):
     assert torch.load(ours, weights_only=True)["format"] == "minilearn-export"   # plain data
     with pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / "theirs.pkl", weights_only=True)  # fastai pickles the whole Learner
+
+
+# ---------------------------------------------------------------- fastai scripts, ported
+# tests/ported/{fastai,minilearn}_scripts.py: callbacks and short training scripts as fastai users
+# write them, the same file but for its imports. Each script makes its own model after
+# `set_seed(0)` and is given loaders built the same way, so both frameworks start from the same
+# weights and see the same batches.
+def load_scripts(framework):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    return importlib.import_module(f"ported.{framework}_scripts")
+
+
+def test_ported_scripts_differ_only_in_imports():
+    def body(name):
+        return [l for l in (PORTED / name).read_text().splitlines()[1:] if not l.startswith(("from ", "import "))]
+
+    assert body("minilearn_scripts.py") == body("fastai_scripts.py")
+    assert len(body("minilearn_scripts.py")) > 200
+
+
+def class_dls():
+    x, y, vx, vy = class_data(n=96, n_valid=32)
+    return DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0)
+
+
+def multilabel_dls():
+    x, y, vx, vy = class_data(n=96, n_valid=32)
+    return DataLoaders.from_tensors(x, nn.functional.one_hot(y, 3).float(), vx, nn.functional.one_hot(vy, 3).float(),
+                                    bs=16, seed=0)
+
+
+def regression_dls():
+    x, y, vx, vy = linear_data(n=96, n_valid=32)
+    return DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0)
+
+
+def run_both(script, make_dls=class_dls, *args, **kwargs):
+    """`script` of the ported files run by minilearn and by fastai: (minilearn's result, fastai's)."""
+    return tuple(getattr(load_scripts(fw), script)(make_dls(), *args, **kwargs) for fw in ("minilearn", "fastai"))
+
+
+def assert_same_weights(ml, fa):
+    """Every parameter and buffer (BatchNorm statistics too) within TOL."""
+    a, b = ml.model.state_dict(), fa.model.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=TOL), k
+
+
+def assert_same_values(ml_values, fa_values):
+    """Per-epoch [train_loss, valid_loss, *metrics] rows within TOL (fastai's rows are `L`s)."""
+    assert [len(r) for r in ml_values] == [len(r) for r in fa_values]
+    assert flat(ml_values) == pytest.approx(flat(fa_values), abs=TOL)
+
+
+def assert_same_tensor(a, b, name=""):
+    assert a.shape == b.shape and a.dtype == b.dtype, (name, a.shape, b.shape, a.dtype, b.dtype)
+    assert torch.allclose(a.float(), b.float(), atol=TOL), name
+
+
+@pytest.mark.parametrize("kind, make_dls", [
+    ("ce", class_dls), ("bce", multilabel_dls), ("mse", regression_dls), ("ls", class_dls),
+], ids=["CrossEntropyLossFlat", "BCEWithLogitsLossFlat", "MSELossFlat", "LabelSmoothingCrossEntropyFlat"])
+def test_scripts_flat_losses_and_predictions(fastai, kind, make_dls):
+    """Trained with each flat loss and its metric; get_preds(with_decoded, with_loss), get_preds(ds_idx=0)
+    and validate(ds_idx=0/1) give fastai's tensors (shape, dtype and values)."""
+    (ml, ours), (fa, theirs) = run_both("fit_with_loss", make_dls, kind)
+    assert_same_values(ours["values"], theirs["values"])
+    assert_same_weights(ml, fa)
+    for name in ("preds", "targs", "decoded", "losses", "train_preds", "train_targs"):
+        assert_same_tensor(ours[name], theirs[name], name)
+    assert len(ours["train_preds"]) == 96 and len(ours["preds"]) == 32
+    for name in ("valid", "train"):
+        assert flat(ours[name]) == pytest.approx(flat(theirs[name]), abs=TOL), name
+    # the per-item losses average to the validation loss, in both
+    assert float(ours["losses"].mean()) == pytest.approx(flat(theirs["valid"])[0], abs=TOL)
+
+
+def test_scripts_callbacks_read_learner_state(fastai):
+    """Another callback by name (`self.recorder`), the learner's smooth_loss, an attribute another callback
+    set (`self.learn.pred_mean = ...` read as `self.pred_mean`), the model's layers through the learner."""
+    cbs = {fw: [m.TrackSmoothLoss(), m.PublishPredMean(), m.ReadPredMean(), m.WatchModel()]
+           for fw, m in (("minilearn", load_scripts("minilearn")), ("fastai", load_scripts("fastai")))}
+    ml = load_scripts("minilearn").fit_reading_state(class_dls(), cbs["minilearn"])
+    fa = load_scripts("fastai").fit_reading_state(class_dls(), cbs["fastai"])
+    assert_same_values(ml.recorder.values, fa.recorder.values)
+    assert_same_weights(ml, fa)
+    track, _, read, watch = cbs["minilearn"]
+    f_track, _, f_read, f_watch = cbs["fastai"]
+    assert len(track.smooth) == 2 * 6
+    assert track.n_recorded == f_track.n_recorded == list(range(1, 13))  # order > Recorder.order: after it
+    assert flat(track.smooth) == pytest.approx(flat(f_track.smooth), abs=TOL)
+    assert read.seen == pytest.approx(f_read.seen, abs=TOL) and len(read.seen) == 2 * (6 + 2)
+    assert flat(watch.norms) == pytest.approx(flat(f_watch.norms), abs=TOL) and len(watch.norms) == 12
+
+
+def test_difference_run_after_alone_places_the_callback(fastai):
+    """Documented difference: minilearn honours `run_after`; fastai 2.8 sorts by `order` alone, so a
+    default-order callback with run_after=Recorder runs before fastai's Recorder and after ours."""
+    ml_cb, fa_cb = load_scripts("minilearn").CountRecorded(), load_scripts("fastai").CountRecorded()
+    load_scripts("minilearn").fit_reading_state(class_dls(), [ml_cb])
+    load_scripts("fastai").fit_reading_state(class_dls(), [fa_cb])
+    assert ml_cb.n_recorded == [n + 1 for n in fa_cb.n_recorded]  # ours sees each batch's loss recorded
+
+
+@pytest.mark.parametrize("inplace", [
+    False,
+    True,
+], ids=["loss_grad = loss_grad + penalty", "loss_grad += penalty"])
+def test_scripts_penalty_on_loss_grad_leaves_logged_loss(fastai, inplace):
+    """fastbook ch. 16's regulariser in after_loss: the gradient sees the penalty, the logged loss does not."""
+    ml_m, fa_m = load_scripts("minilearn"), load_scripts("fastai")
+    ml_cbs, fa_cbs = [ml_m.L2Penalty(0.01, inplace), ml_m.LoggedLossCheck()], [fa_m.L2Penalty(0.01, inplace),
+                                                                            fa_m.LoggedLossCheck()]
+    ml = ml_m.fit_reading_state(class_dls(), ml_cbs)
+    fa = fa_m.fit_reading_state(class_dls(), fa_cbs)
+    assert_same_weights(ml, fa)  # the penalty reached the gradients the same way
+    assert max(fa_cbs[1].diffs) <= TOL
+    assert max(ml_cbs[1].diffs) <= TOL  # the logged loss is the loss function's, without the penalty
+    assert_same_values(ml.recorder.values, fa.recorder.values)
+    assert ml.recorder.losses == pytest.approx(flat(fa.recorder.losses), abs=TOL)
+    plain = ml_m.fit_reading_state(class_dls(), [])
+    assert not torch.allclose(plain.model.fc1.weight, ml.model.fc1.weight, atol=1e-3)  # the penalty did train
+
+
+def test_scripts_events_called_by_hand(fastai):
+    """cb('before_fit'), cb(event.after_batch), cb('after_batch'): run_valid=False callbacks skip the batch
+    events while the learner is not training (before any fit, and after one: it ends in validation)."""
+    ours, theirs = run_both("events_by_hand")
+    assert ours == theirs == [2, 0, 2, 0]
+
+
+def test_scripts_fastai_helpers(fastai):
+    """tensor, L, first, to_np, to_detach, set_seed, find_bs: the same values and types."""
+    import numpy as np
+
+    ours, theirs = (load_scripts(fw).helpers() for fw in ("minilearn", "fastai"))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        a, b = ours[k], theirs[k]
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, torch.as_tensor(b)) and a.dtype == b.dtype, k
+        elif isinstance(a, np.ndarray):
+            assert isinstance(b, np.ndarray) and np.array_equal(a, b) and a.dtype == b.dtype, k
+        else:
+            assert a == b, k
+
+
+def test_scripts_module_without_super_init(fastai):
+    """A `Module` subclass that never calls super().__init__() registers its layers, in both."""
+    for fw in ("minilearn", "fastai"):
+        m = load_scripts(fw)
+        m.set_seed(0)
+        net = m.TinyNet(4, 8, 3)
+        assert [n for n, _ in net.named_parameters()] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+        assert net(torch.zeros(2, 4)).shape == (2, 3)
+    ml_m, fa_m = load_scripts("minilearn"), load_scripts("fastai")
+    ml_m.set_seed(0)
+    a = ml_m.TinyNet(4, 8, 3)
+    fa_m.set_seed(0)
+    b = fa_m.TinyNet(4, 8, 3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_scripts_fine_tune_two_parameter_groups(fastai):
+    """fine_tune(1, freeze_epochs=1) with a splitter of two groups and fastai's default Adam: the frozen
+    epoch trains the head (and the BatchNorm, train_bn), then both groups at discriminative rates."""
+    (ml, ml_log), (fa, fa_log) = run_both("fine_tune_two_groups")
+    assert_same_values(ml.recorder.values, fa.recorder.values)  # the second fit's epoch
+    assert_same_weights(ml, fa)
+    frozen, lrs_frozen, unfrozen, lrs_unfrozen = ml_log
+    assert frozen == fa_log[0] == [False, False, True, True, True, True]
+    assert unfrozen == fa_log[2] == [True] * 6
+    assert lrs_frozen == pytest.approx([float(v) for v in fa_log[1]], rel=1e-6)
+    assert lrs_unfrozen == pytest.approx([float(v) for v in fa_log[3]], rel=1e-6)
+
+
+def test_scripts_partial_lr_to_fp32_loss_not_reduced(fastai):
+    """opt_func=partial(SGD, lr=0.05, mom=0.9) sets the lr fit() uses; to_fp16() then to_fp32() trains in
+    full precision; learn.loss_not_reduced() gives one loss per item."""
+    (ml, ours), (fa, theirs) = run_both("partial_lr_fp32")
+    assert ours["lr"] == theirs["lr"] == 0.05
+    assert not any("MixedPrecision" in type(cb).__name__ for cb in [*ml.cbs, *fa.cbs])
+    assert_same_values(ours["values"], theirs["values"])
+    assert_same_weights(ml, fa)
+    assert ours["per_item"].shape == theirs["per_item"].shape == (32,)
+    assert_same_tensor(ours["per_item"], torch.as_tensor(theirs["per_item"]).as_subclass(torch.Tensor))
+    assert float(ours["mean"]) == pytest.approx(float(theirs["mean"]), abs=TOL)
+    assert float(ours["per_item"].mean()) == pytest.approx(float(ours["mean"]), abs=TOL)
+
+
+def test_scripts_short_epoch(fastai):
+    """ShortEpochCallback(pct=0.3): 3 of 6 training batches per epoch in both, so the same weights.
+
+    Deliberate difference (ShortEpochCallback's docstring): minilearn's runs last at after_batch
+    (order 100), fastai's at order 0, before its Recorder; so fastai's Recorder never records the
+    batch a phase ends on (2 losses per epoch instead of 3). The trained weights and the batch
+    count are what must agree (the per-epoch rows: test_scripts_short_epoch_recorder_rows)."""
+    ml, fa = run_both("short_epochs")
+    assert_same_weights(ml, fa)
+    assert ml.train_iter == fa.train_iter == 2 * 3
+    assert len(ml.recorder.losses) == 2 * 3 and len(fa.recorder.losses) == 2 * 2
+    # the first epoch's batches before the last one are recorded alike
+    assert ml.recorder.losses[:2] == pytest.approx(flat(fa.recorder.losses[:2]), abs=TOL)
+
+
+def test_difference_a_cancelled_phase_keeps_its_columns(fastai):
+    """Documented difference: after a phase cancelled by ShortEpochCallback, fastai's Recorder row is empty;
+    minilearn's keeps the short phase's numbers."""
+    ml, fa = run_both("short_epochs")
+    assert [len(r) for r in ml.recorder.values] == [3, 3] and [len(r) for r in fa.recorder.values] == [0, 0]
+
+
+def test_scripts_fetch_preds(fastai):
+    """FetchPredsCallback fetches the validation predictions after each validation of a fit, without
+    disturbing the fit; callbacks that are not the Recorder or the bar see the fetch's batches, in both."""
+    (ml, ours, ml_count), (fa, theirs, fa_count) = run_both("fetch_preds")
+    assert_same_values(ml.recorder.values, fa.recorder.values)
+    assert_same_weights(ml, fa)
+    assert len(ours) == len(theirs) == 2
+    for a, b, name in zip(ours, theirs, ("preds", "targs")):
+        assert_same_tensor(a, b, name)
+    assert ml_count == fa_count == 2 * (6 + 2 + 2)
+
+
+def test_scripts_mc_dropout(fastai):
+    """MCDropoutCallback: get_preds with dropout on gives a different sample each pass (compared by shape and
+    behaviour, not value); without it get_preds is deterministic and fastai's; dropout is off afterwards."""
+    (ml, ml_plain, ml_samples, ml_modes), (fa, fa_plain, fa_samples, fa_modes) = run_both("mc_dropout")
+    assert_same_tensor(ml_plain[0], fa_plain[0], "preds without MC dropout")
+    for plain, samples in ((ml_plain, ml_samples), (fa_plain, fa_samples)):
+        assert torch.equal(plain[0], plain[1])
+        assert samples.shape == (3, 32, 3)
+        assert not torch.allclose(samples[0], samples[1]) and not torch.allclose(samples[0], plain[0])
+        assert torch.allclose(samples.sum(-1), torch.ones(3, 32))  # still softmax probabilities
+    assert ml_samples.shape == fa_samples.shape
+    assert ml_modes == fa_modes and not any(ml_modes)
+
+
+def test_scripts_collect_data(fastai):
+    """CollectDataCallback keeps (xb, yb, pred, loss) of every batch, training and validation."""
+    (ml, ours), (fa, theirs) = run_both("collect_data")
+    assert len(ours) == len(theirs) == 6 + 2
+    for i, ((xb, yb, pred, loss), (fxb, fyb, fpred, floss)) in enumerate(zip(ours, theirs)):
+        assert isinstance(xb, tuple) and isinstance(yb, tuple) and len(xb) == len(fxb) == 1 and len(yb) == len(fyb)
+        assert_same_tensor(xb[0], fxb[0], f"xb {i}")
+        assert_same_tensor(yb[0], fyb[0], f"yb {i}")
+        assert_same_tensor(pred, fpred, f"pred {i}")
+        assert_same_tensor(loss, floss.as_subclass(torch.Tensor), f"loss {i}")
+    assert_same_weights(ml, fa)
+
+
+def test_scripts_model_resetter(fastai):
+    """ModelResetter resets a stateful model before each phase and after the fit: fastai's numbers, and no
+    state left after the fit."""
+    ml, fa = run_both("reset_stateful")
+    assert_same_values(ml.recorder.values, fa.recorder.values)
+    assert_same_weights(ml, fa)
+    assert ml.model.h is None and fa.model.h is None
+    assert ml.model.resets >= 2 * 2 + 1
+
+
+def test_scripts_fit_resets_a_stateful_model(fastai):
+    ml, fa = run_both("refit_stateful")
+    assert_same_values(ml.recorder.values, fa.recorder.values)  # the second fit's first batch differs
+    assert ml.model.resets == fa.model.resets  # minilearn 0, fastai 2
+
+
+def test_scripts_bn_freeze(fastai):
+    """freeze() with train_bn=False and BnFreeze: the frozen body's BatchNorm keeps its statistics and
+    weights while the head trains to fastai's weights."""
+    (ml, ml_before, ml_after), (fa, fa_before, fa_after) = run_both("frozen_batchnorm")
+    for before, after in ((ml_before, ml_after), (fa_before, fa_after)):
+        assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert_same_values(ml.recorder.values, fa.recorder.values)
+    assert_same_weights(ml, fa)

@@ -746,11 +746,16 @@ def test_the_logged_loss_is_not_changed_by_a_penalty_added_to_loss_grad():
         def after_loss(self):
             self.learn.loss_grad = self.learn.loss_grad + 100.0
 
-    plain, penalised = small_learner(), small_learner(cbs=Penalty())
-    with plain.no_logging(), penalised.no_logging():
+    class InPlacePenalty(Callback):  # fastai's RNNRegularizer writes it in place
+        def after_loss(self):
+            self.learn.loss_grad += 100.0
+
+    plain, penalised, in_place = small_learner(), small_learner(cbs=Penalty()), small_learner(cbs=InPlacePenalty())
+    with plain.no_logging(), penalised.no_logging(), in_place.no_logging():
         plain.fit(1, lr=0.0)
         penalised.fit(1, lr=0.0)  # lr 0: the penalty changes no weight, only what backward sees
-    assert penalised.recorder.losses == plain.recorder.losses
+        in_place.fit(1, lr=0.0)
+    assert penalised.recorder.losses == plain.recorder.losses == in_place.recorder.losses
 
 
 def test_parameters_frozen_by_hand_before_the_first_fit():
