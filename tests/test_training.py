@@ -320,14 +320,16 @@ def test_model_resetter_resets_before_each_phase_and_after_the_fit():
     learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16), Resettable(), nn.MSELoss(), opt_func=SGD)
     with learn.no_logging():
         learn.fit(2, cbs=ModelResetter())
-    # before_train (in train mode: after TrainEvalCallback), before_validate (in eval), after_fit
-    assert learn.model.resets == [True, False, True, False, False]
+    # the fit's start (TrainEvalCallback resets a model that has reset(), as fastai's), then the
+    # callback's: before_train (in train mode), before_validate (in eval), after_fit
+    assert learn.model.resets == [True, True, False, True, False, False]
     learn.model.resets.clear()
     learn.validate(cbs=ModelResetter())
     assert learn.model.resets == [False]
+    learn.model.resets.clear()
     with learn.no_logging():
         learn.fit(1)
-    assert learn.model.resets == [False]  # only when the callback is there
+    assert learn.model.resets == [False]  # without the callback: only the fit's start
 
 
 def test_model_resetter_leaves_a_model_without_reset_alone():
