@@ -35,7 +35,7 @@ from minilearn.losses import (
     LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, MSELossFlat,
 )
 from minilearn.torch_basics import (
-    L, Module, default_device, find_bs, first, kept_modes, no_random, set_seed, tensor, to_cpu, to_detach, to_device,
+    L, Module, default_device, find_bs, find_device, first, kept_modes, no_random, set_seed, tensor, to_cpu, to_detach, to_device,
     to_np,
 )
 from minilearn.metrics import (
@@ -54,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BaseLoss", "BCELossFlat", "BCEWithLogitsLossFlat", "CrossEntropyLossFlat", "FocalLoss", "FocalLossFlat",
     "L1LossFlat", "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat", "MSELossFlat",
-    "L", "Module", "default_device", "find_bs", "first", "kept_modes", "no_random", "set_seed", "tensor", "to_cpu",
+    "L", "Module", "default_device", "find_bs", "find_device", "first", "kept_modes", "no_random", "set_seed", "tensor", "to_cpu",
     "to_detach", "to_device", "to_np",
     "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
     "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "BnFreeze", "ChannelsLast",

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 import re
+import types
 import warnings
 
 import torch
 from fastcore.basics import camel2snake
 from fastcore.foundation import L
 
+from minilearn.checks import check_callable
 from minilearn.distributed import all_gather_cat
 
 # The shape of a fit, one row per event: (nesting depth, event, phase). Batch events appear twice,
@@ -181,14 +183,22 @@ class Callback:
                 f"write `self.learn.{name} = ...`")
         super().__setattr__(name, value)
 
-    def __call__(self, event: str):
-        """Run this callback's `event` method if it has one and runs in the learner's current phase
-        (fastai's way of calling one event by hand, e.g. when debugging a callback)."""
-        if event not in EVENTS:
-            raise ValueError(f"event: no event {event!r}; the events are {list(EVENTS)}")
-        method = event_method(self, event)
+    def __init__(self, **events):
+        # fastai's Callback(before_fit=f, ...): each f(cb) becomes that event's method on this callback
+        for name, f in events.items():
+            if name not in EVENTS:
+                raise ValueError(f"{name}: not an event; the events are {list(EVENTS)}")
+            check_callable(name, f, "a function f(callback)")
+            object.__setattr__(self, name, types.MethodType(f, self))
+
+    def __call__(self, name: str):
+        """Run this callback's method `name` by hand (fastai's debugging idiom): an event only if
+        the callback runs in the learner's current phase; nothing if it has no such method."""
+        method = event_method(self, name)
         training = getattr(self.__dict__.get("learn") or type(self).learn, "training", True)
-        return method() if method is not None and self.runs_at(event, training) else None
+        if method is None or (name in EVENTS and not self.runs_at(name, training)):
+            return None
+        return method()
 
     def runs_at(self, event: str, training: bool) -> bool:
         """Whether this callback runs at `event` in the current phase (train or valid)."""

@@ -135,14 +135,19 @@ class Learner:
 
     def _all_batches(self) -> None:
         self.n_iter, self._batch_on_device = len(self.dl), None
-        for self.iter, batch in enumerate(self.dl):                # 6. repeat (batches)
-            self.xb, self.yb = self._split(batch)
-            self.pred = self.loss = self.loss_grad = None          # nothing stale if a batch is cancelled
+        for i, batch in enumerate(self.dl):                        # 6. repeat (batches)
             try:
-                self._with_events(self._do_one_batch, "batch", CancelBatchException)
+                self.one_batch(i, batch)
             except BaseException as e:
                 note_once(e, where_in_loop(self))
                 raise
+
+    def one_batch(self, i: int, batch: tuple) -> None:
+        """Batch `i` through the steps, with its events (fastai's name: a callback may call it)."""
+        self.iter = i
+        self.xb, self.yb = self._split(batch)
+        self.pred = self.loss = self.loss_grad = None              # nothing stale if a batch is cancelled
+        self._with_events(self._do_one_batch, "batch", CancelBatchException)
 
     def _do_one_batch(self) -> None:
         self.pred = self.model(*self.xb)                           # 2. predict
@@ -174,8 +179,12 @@ class Learner:
         self(after)
 
     # ------------------------------------------------------------------ events
-    def __call__(self, event: str) -> None:
-        """Run `event` on every callback that has it, in order."""
+    def __call__(self, event) -> None:
+        """Run `event` (or each of a list of events) on every callback that has it, in order."""
+        if not isinstance(event, str):
+            for e in event:
+                self(e)
+            return
         handlers = self._handlers.get(event)
         if handlers is None:
             handlers = self._handlers[event] = [

@@ -295,3 +295,16 @@ def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, mode in zip(model.modules(), modes):
             m.training = mode
+
+
+def find_device(b) -> torch.device | None:
+    """The device of the first tensor in `b` (a tensor, or tuples/lists/dicts of them), as
+    fastai's `find_device`; None when it holds no tensor."""
+    if isinstance(b, torch.Tensor):
+        return b.device
+    items = b.values() if isinstance(b, dict) else b if isinstance(b, (list, tuple)) else ()
+    for item in items:
+        device = find_device(item)
+        if device is not None:
+            return device
+    return None

@@ -139,8 +139,26 @@ def test_calling_a_callback_runs_one_event_in_the_current_phase():
     learn.training = False  # a validation batch: run_valid=False keeps it out
     cb("after_batch")
     assert calls == ["after_batch"]
-    with pytest.raises(ValueError, match="event: no event 'after_batchh'"):
-        cb("after_batchh")
+    assert cb("after_batchh") is None  # no such method: nothing runs, as in fastai
+
+    class Other(Callback):
+        def call_me(self):
+            return "called"
+
+    assert Other()("call_me") == "called"  # any method, not only events
+
+
+def test_a_callback_made_from_event_functions():
+    seen = []
+    cb = Callback(before_fit=lambda self: seen.append(("before_fit", self)), after_fit=lambda self: seen.append("end"))
+    learn = small_learner(cbs=cb)
+    with learn.no_logging():
+        learn.fit(1)
+    assert seen == [("before_fit", cb), "end"]
+    with pytest.raises(ValueError, match="before_fitt: not an event"):
+        Callback(before_fitt=lambda self: None)
+    with pytest.raises(TypeError, match="after_fit: expected a function"):
+        Callback(after_fit=3)
 
 
 def test_run_after_and_run_before_place_callbacks_whatever_their_order():

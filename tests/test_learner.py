@@ -834,3 +834,17 @@ def test_predict_decodes_with_a_vocab_and_gives_the_raw_output_without():
     plain, _ = classifier()
     out = plain.predict(vx[0])
     assert isinstance(out, torch.Tensor) and out.shape == (3,)
+
+
+def test_calling_the_learner_with_a_list_of_events_and_one_batch_by_hand():
+    log = LogEvents()
+    learn = small_learner(cbs=log)
+    log.events.clear()
+    learn(["after_create", "before_epoch"])
+    assert log.events == ["after_create", "before_epoch"]
+    learn.training, learn.device, learn.n_iter = True, torch.device("cpu"), 1
+    learn.create_opt()
+    log.events.clear()
+    learn.one_batch(0, learn.dls.one_batch())
+    assert log.events[0] == "before_batch" and log.events[-1] == "after_batch" and learn.iter == 0
+    assert learn.loss is not None

@@ -524,3 +524,11 @@ def test_path_ls_lists_a_folder_as_an_l_of_paths(tmp_path):
     assert sorted(p.name for p in listed) == ["a.txt", "b.png", "c.txt"]
     assert sorted(p.name for p in tmp_path.ls(file_exts=".txt")) == ["a.txt", "c.txt"]
     assert isinstance(Path(".").ls(), L)
+
+
+def test_find_device_finds_the_first_tensor():
+    from minilearn import find_device
+
+    assert find_device(torch.zeros(2)) == torch.device("cpu")
+    assert find_device(([1, 2], {"a": (None, torch.ones(1))})) == torch.device("cpu")
+    assert find_device([1, "x"]) is None and find_device(()) is None

@@ -147,3 +147,20 @@ def test_nan_loss_stops_at_that_batch(capsys):
     assert "nan at epoch 0, batch 2" in capsys.readouterr().out
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())  # the NaN batch took no step
     assert len(learn.recorder.losses) == 2
+
+
+def test_trackers_read_the_epochs_row_as_the_recorder_keeps_it(tmp_path):
+    from minilearn import Callback, SaveModelCallback
+
+    class Rewrite(Callback):  # fastai's tests script metrics by rewriting recorder.values[-1]
+        order = 55
+        script = [3.0, 2.0, 2.5]
+
+        def after_epoch(self):
+            self.learn.recorder.values[-1][1] = self.script[self.epoch]  # the valid_loss column
+
+    learn = class_learner(tmp_path)
+    saver = SaveModelCallback(fname="best")
+    with learn.no_logging():
+        learn.fit(3, cbs=[Rewrite(), saver])
+    assert saver.best == 2.0 and saver.saved_epochs == [0, 1]

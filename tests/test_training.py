@@ -337,3 +337,10 @@ def test_model_resetter_leaves_a_model_without_reset_alone():
     with learn.no_logging():
         learn.fit(1, cbs=ModelResetter())
     assert len(learn.recorder.values) == 1
+
+
+def test_mixed_precision_passes_scaler_settings_and_names_a_wrong_one():
+    mp = MixedPrecision(torch.float16, init_scale=1024.0, growth_interval=10)
+    assert mp.scaler_kwargs == {"init_scale": 1024.0, "growth_interval": 10}
+    with pytest.raises(TypeError, match="init_scal: not a GradScaler setting"):
+        MixedPrecision(init_scal=1.0)

@@ -44,11 +44,14 @@ class TrackerCallback(Callback):
         if self.monitor not in names or self.monitor == "time":
             raise ValueError(f"monitor: no column {self.monitor!r} to track; the columns are "
                              f"{[n for n in names if n != 'time']}")
+        self.idx = names.index(self.monitor)  # its place in recorder.values' rows, found by name
         if self.reset_on_fit or self.best is None:
             self.best = math.inf if self.comp(0, 1) else -math.inf
 
     def after_epoch(self) -> None:
-        value = self.learn.recorder.log.get(self.monitor)
+        # the epoch's row as the Recorder keeps it (fastai's trackers read it there, so a callback
+        # that rewrites recorder.values[-1] is seen)
+        value = self.learn.recorder.values[-1][self.idx]
         self.new_best = value is not None and bool(self.comp(value - self.min_delta, self.best))
         if self.new_best:
             self.best = value

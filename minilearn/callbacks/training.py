@@ -21,16 +21,21 @@ class MixedPrecision(Callback):
     With fp16 the loss is scaled for the backward pass by a `torch.amp.GradScaler`, which
     unscales the gradients before the step and skips a step whose gradients overflowed (as
     fastai's MixedPrecision). `dtype` overrides the choice (torch.bfloat16 or torch.float16).
-    Predictions are turned back to float32 before the loss and the metrics see them.
+    Predictions are turned back to float32 before the loss and the metrics see them. Other keyword
+    arguments (`init_scale`, `growth_factor`, ...) go to the GradScaler, as in fastai.
     """
 
     order = 10
     run_valid = True
 
-    def __init__(self, dtype: torch.dtype | None = None):
+    def __init__(self, dtype: torch.dtype | None = None, **scaler_kwargs):
         if dtype not in (None, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype: expected None, torch.float16 or torch.bfloat16, got {dtype}")
-        self.dtype = dtype
+        unknown = set(scaler_kwargs) - {"init_scale", "growth_factor", "backoff_factor", "growth_interval"}
+        if unknown:
+            raise TypeError(f"{sorted(unknown)[0]}: not a GradScaler setting; MixedPrecision takes dtype and "
+                            "init_scale, growth_factor, backoff_factor, growth_interval")
+        self.dtype, self.scaler_kwargs = dtype, scaler_kwargs
         self.autocast = None
         self.scaler = None
         self._entered = self._stepped = False
@@ -42,7 +47,8 @@ class MixedPrecision(Callback):
         device_type = self.learn.device.type if self.learn.device is not None else "cpu"
         dtype = self.dtype or (torch.float16 if device_type == "cuda" else torch.bfloat16)
         self.autocast = torch.autocast(device_type, dtype=dtype)
-        self.scaler = torch.amp.GradScaler(device_type, enabled=(dtype == torch.float16 and device_type == "cuda"))
+        self.scaler = torch.amp.GradScaler(device_type, enabled=(dtype == torch.float16 and device_type == "cuda"),
+                                           **self.scaler_kwargs)
         self._stepped = False
 
     def before_batch(self) -> None:
