@@ -6,7 +6,7 @@ Everything a user needs is importable from here, under fastai's names.
 from minilearn.callback import (
     CancelBackwardException, CancelBatchException, CancelEpochException, CancelFitException,
     CancelStepException, CancelTrainException, CancelValidException, Callback, GatherPredsCallback,
-    TrainEvalCallback, event,
+    TrainEvalCallback, before_batch_cb, event,
 )
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
@@ -35,11 +35,11 @@ from minilearn.losses import (
     LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, MSELossFlat,
 )
 from minilearn.torch_basics import (
-    L, Module, default_device, find_bs, find_device, first, kept_modes, no_random, set_seed, tensor, to_cpu, to_detach, to_device,
-    to_np,
+    L, Module, default_device, find_bs, find_device, first, kept_modes, no_random, replacing_yield, set_seed,
+    tensor, to_cpu, to_detach, to_device, to_np,
 )
 from minilearn.metrics import (
-    AccumMetric, AvgLoss, AvgMetric, AvgSmoothLoss, Metric, StatefulMetric, accuracy, accuracy_multi,
+    AccumMetric, AvgLoss, AvgMetric, AvgSmoothLoss, Metric, StatefulMetric, ValueMetric, accuracy, accuracy_multi,
     batch_accuracy, error_rate, mae, mnist_loss, mse,
 )
 from minilearn.optim import (
@@ -54,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BaseLoss", "BCELossFlat", "BCEWithLogitsLossFlat", "CrossEntropyLossFlat", "FocalLoss", "FocalLossFlat",
     "L1LossFlat", "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat", "MSELossFlat",
-    "L", "Module", "default_device", "find_bs", "find_device", "first", "kept_modes", "no_random", "set_seed", "tensor", "to_cpu",
+    "L", "Module", "default_device", "find_bs", "find_device", "first", "kept_modes", "no_random", "replacing_yield", "set_seed", "tensor", "to_cpu",
     "to_detach", "to_device", "to_np",
     "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
     "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "BnFreeze", "ChannelsLast",
@@ -65,10 +65,10 @@ __all__ = [
     "RMSProp", "SchedCos", "SchedExp", "SchedLin", "SchedNo", "SchedPoly", "combine_scheds", "combined_cos",
     "even_mults", "make_opt_func", "minimum", "norm_bias_params", "params_for_torch", "ranger", "slide",
     "steep", "valley",
-    "AccumMetric", "AvgLoss", "AvgMetric", "AvgSmoothLoss", "Callback", "CancelBackwardException",
+    "AccumMetric", "AvgLoss", "AvgMetric", "AvgSmoothLoss", "ValueMetric", "Callback", "CancelBackwardException",
     "CancelBatchException", "CancelEpochException", "CancelFitException", "CancelStepException",
     "CancelTrainException", "CancelValidException", "DataLoader", "DataLoaders", "GatherPredsCallback",
     "Learner", "Metric", "Optimizer", "ProgressCallback", "TorchLoader", "Recorder", "SGD", "StatefulMetric",
-    "TrainEvalCallback", "event", "accuracy", "accuracy_multi", "batch_accuracy", "datasets", "error_rate",
+    "TrainEvalCallback", "before_batch_cb", "event", "accuracy", "accuracy_multi", "batch_accuracy", "datasets", "error_rate",
     "mae", "mnist_loss", "mse",
 ]

@@ -12,6 +12,8 @@ import re
 import types
 import warnings
 
+from typing import Callable
+
 import torch
 from fastcore.basics import camel2snake
 from fastcore.foundation import L
@@ -287,6 +289,14 @@ def print_training_loop(cbs) -> None:
                  and cb.runs_at(event, training if training is not None else True)]
         label = f"{'  ' * depth}{event}" + (" (train)" if training else " (valid)" if training is False else "")
         print(f"{label:<36}: {', '.join(names)}" if names else label)
+
+
+def before_batch_cb(f: Callable) -> "Callback":
+    """A callback from `f(cb, xb, yb) -> (xb, yb)`, which changes each batch before the model sees
+    it (fastai's decorator)."""
+    def before_batch(self):
+        self.learn.xb, self.learn.yb = f(self, self.xb, self.yb)
+    return Callback(before_batch=before_batch)
 
 
 class TrainEvalCallback(Callback):

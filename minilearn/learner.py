@@ -231,6 +231,16 @@ class Learner:
         cleanup_fits(self.cbs)
 
     @property
+    def x(self):
+        """The batch's input (the tuple of inputs when there are several), as fastai's `learn.x`."""
+        return self.xb[0] if len(self.xb) == 1 else self.xb
+
+    @property
+    def y(self):
+        """The batch's target (the tuple of targets when there are several), as fastai's `learn.y`."""
+        return self.yb[0] if len(self.yb) == 1 else self.yb
+
+    @property
     def smooth_loss(self) -> torch.Tensor | None:
         """fastai's smoothed training loss so far: the Recorder's (read on demand, so the loop never
         waits for it), or what a callback set while the Recorder is away (the LR finder's)."""

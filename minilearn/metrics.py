@@ -269,6 +269,24 @@ def sync_metric(m) -> None:
         _warn_cannot_sync(m.name)
 
 
+class ValueMetric(Metric):
+    """A column whose value is `func()` at the end of each validation: a number computed elsewhere
+    (a callback's), shown and tracked as a metric, under `metric_name` or the function's name."""
+
+    def __init__(self, func: Callable, metric_name: str | None = None):
+        if not callable(func):
+            raise TypeError(f"func: expected a callable func() -> number, got {type(func).__name__}")
+        self.func, self.metric_name = func, metric_name
+
+    @property
+    def value(self):
+        return self.func()
+
+    @property
+    def name(self) -> str:
+        return self.metric_name or getattr(self.func, "__name__", type(self.func).__name__)
+
+
 def as_metric(m) -> Metric:
     """Turn what a user passes as a metric into an object following the `Metric` protocol."""
     if all(callable(getattr(m, a, None)) for a in ("reset", "accumulate")) and hasattr(m, "name"):

@@ -308,3 +308,14 @@ def find_device(b) -> torch.device | None:
         if device is not None:
             return device
     return None
+
+
+@contextlib.contextmanager
+def replacing_yield(o, attr: str, val):
+    """Inside the block `o.<attr>` is `val`; on leaving, error or not, it is what it was (fastai's)."""
+    old = getattr(o, attr)
+    setattr(o, attr, val)
+    try:
+        yield val
+    finally:
+        setattr(o, attr, old)

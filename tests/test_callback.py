@@ -207,3 +207,24 @@ def test_event_namespace_ordered_cbs_and_cbs_as_a_read_only_L():
         learn.cbs.append(Callback())
     with pytest.raises(AttributeError, match="read-only"):
         learn.cbs[0] = Callback()
+
+
+def test_before_batch_cb_changes_each_batch():
+    from minilearn import before_batch_cb
+
+    seen = []
+
+    @before_batch_cb
+    def shift(self, xb, yb):
+        return tuple(x + 1000 for x in xb), yb
+
+    class Look(Callback):
+        order = 1
+
+        def after_pred(self):
+            seen.append(self.xb[0].min().item())
+
+    learn = small_learner(cbs=[shift, Look()])
+    with learn.no_logging():
+        learn.fit(1)
+    assert min(seen) > 900

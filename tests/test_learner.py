@@ -848,3 +848,19 @@ def test_calling_the_learner_with_a_list_of_events_and_one_batch_by_hand():
     learn.one_batch(0, learn.dls.one_batch())
     assert log.events[0] == "before_batch" and log.events[-1] == "after_batch" and learn.iter == 0
     assert learn.loss is not None
+
+
+def test_x_and_y_are_the_batchs_input_and_target():
+    seen = []
+
+    class Look(Callback):
+        def after_pred(self):
+            seen.append((self.x, self.y))
+
+    learn = small_learner(cbs=Look())
+    with learn.no_logging():
+        learn.fit(1)
+    x, y = seen[0]
+    assert x.shape == (16, 3) and y.shape == (16, 1)
+    learn.xb, learn.yb = (torch.zeros(1), torch.ones(1)), ()
+    assert isinstance(learn.x, tuple) and len(learn.x) == 2 and learn.y == ()

@@ -11,7 +11,7 @@ from minilearn import (
     error_rate, mae, mnist_loss, mse,
 )
 from minilearn.metrics import as_metric, to_float
-from synthetic import class_data, linear_data
+from synthetic import class_data, linear_data, regression_learner
 
 
 def test_metric_functions_on_known_values():
@@ -214,3 +214,17 @@ def test_metric_returning_a_python_float_and_a_bad_metric():
     learn = Learner(dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), metrics=[per_class])
     with pytest.raises(ValueError, match="per_class"):
         learn.validate()
+
+
+def test_value_metric_shows_a_number_computed_elsewhere():
+    from minilearn import ValueMetric
+
+    def custom_value():
+        return 5e-3
+
+    learn = regression_learner(metrics=[ValueMetric(custom_value), ValueMetric(lambda: 2.0, "two")])
+    with learn.no_logging():
+        learn.fit(1)
+    assert learn.recorder.column("custom_value") == [5e-3] and learn.recorder.column("two") == [2.0]
+    with pytest.raises(TypeError, match="func: expected a callable"):
+        ValueMetric(3)

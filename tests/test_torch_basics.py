@@ -532,3 +532,17 @@ def test_find_device_finds_the_first_tensor():
     assert find_device(torch.zeros(2)) == torch.device("cpu")
     assert find_device(([1, 2], {"a": (None, torch.ones(1))})) == torch.device("cpu")
     assert find_device([1, "x"]) is None and find_device(()) is None
+
+
+def test_replacing_yield_puts_the_attribute_back():
+    from types import SimpleNamespace
+
+    from minilearn import replacing_yield
+
+    o = SimpleNamespace(a=1)
+    with replacing_yield(o, "a", 2) as v:
+        assert o.a == 2 and v == 2
+    assert o.a == 1
+    with pytest.raises(RuntimeError), replacing_yield(o, "a", 3):
+        raise RuntimeError
+    assert o.a == 1
