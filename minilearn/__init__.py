@@ -5,7 +5,7 @@ Everything a user needs is importable from here, under fastai's names.
 
 from minilearn.callback import (
     CancelBackwardException, CancelBatchException, CancelEpochException, CancelFitException,
-    CancelStepException, CancelTrainException, CancelValidException, Callback, GatherPredsCallback,
+    CancelStepException, CancelTrainException, CancelValidException, Callback,
     TrainEvalCallback, before_batch_cb, event,
 )
 from minilearn.callbacks.progress import ProgressCallback
@@ -26,7 +26,7 @@ from minilearn.callbacks.training import (
     BnFreeze, ChannelsLast, GradientAccumulation, GradientClip, MixedPrecision, ModelResetter, ShortEpochCallback,
     bn_types, set_bn_eval,
 )
-from minilearn.callbacks.preds import CollectDataCallback, FetchPredsCallback, MCDropoutCallback
+from minilearn.callbacks.preds import CollectDataCallback, FetchPredsCallback, GatherPredsCallback, MCDropoutCallback
 from minilearn.export import InferenceLearner, load_learner
 from minilearn.data import DataLoader, DataLoaders, TorchLoader
 from minilearn.learner import Learner

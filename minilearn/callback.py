@@ -19,7 +19,6 @@ from fastcore.basics import camel2snake
 from fastcore.foundation import L
 
 from minilearn.checks import check_callable
-from minilearn.distributed import all_gather_cat
 
 # The shape of a fit, one row per event: (nesting depth, event, phase). Batch events appear twice,
 # for training (phase True) and validation (phase False); an `after_cancel_<x>` runs only when
@@ -330,57 +329,3 @@ class TrainEvalCallback(Callback):
     def before_validate(self) -> None:
         self.learn.model.eval()
         self.learn.training = False
-
-
-class GatherPredsCallback(Callback):
-    """Built in: collects predictions and targets during validation, for `Learner.get_preds`;
-    with `with_input` the inputs too, with `with_loss` each item's loss (the loss then has to be
-    unreduced: `learn.loss_not_reduced()`)."""
-
-    run_train = False
-
-    def __init__(self, with_input: bool = False, with_loss: bool = False):
-        self.with_input, self.with_loss = with_input, with_loss
-        self.preds, self.targs, self.inputs, self.losses = [], [], [], []
-
-    def before_validate(self) -> None:
-        self.preds, self.targs, self.inputs, self.losses = [], [], [], []
-
-    def after_batch(self) -> None:
-        learn = self.learn
-        if learn.pred is None:  # a batch cancelled before its prediction
-            return
-        self.preds.append(learn.pred.detach())
-        if learn.yb:
-            self.targs.append(learn.yb[0].detach())
-        if self.with_input:
-            self.inputs.append(tuple(x.detach() for x in learn.xb))
-        if self.with_loss and learn.loss is not None:
-            bs = len(learn.pred)
-            loss = learn.loss if learn.loss.numel() == bs else learn.loss.reshape(bs, -1).mean(1)
-            self.losses.append(loss.detach())
-
-    def sync(self) -> None:
-        """Under torch.distributed: every process's collections, gathered in rank order."""
-        def gathered(ts):
-            t = all_gather_cat(ts)
-            return [t] if t is not None else []
-        self.preds, self.targs, self.losses = gathered(self.preds), gathered(self.targs), gathered(self.losses)
-        if self.with_input:  # every rank takes part, even one without a batch (n_inp says how many)
-            self.inputs = [tuple(all_gather_cat([b[k] for b in self.inputs]) for k in range(self.learn.n_inp))]
-
-    def result(self):
-        """All predictions and targets (None for unlabelled data), concatenated, on the CPU."""
-        return torch.cat(self.preds).cpu(), torch.cat(self.targs).cpu() if self.targs else None
-
-    def all_tensors(self) -> list:
-        """fastai's order: [inputs (with_input), preds, targets, losses (with_loss)], on the CPU;
-        the inputs are one tensor, or a tuple of them for several inputs."""
-        preds, targs = self.result()
-        out = [preds, targs]
-        if self.with_input:
-            inputs = tuple(torch.cat([b[k] for b in self.inputs]).cpu() for k in range(len(self.inputs[0])))
-            out.insert(0, inputs[0] if len(inputs) == 1 else inputs)
-        if self.with_loss:
-            out.append(torch.cat(self.losses).cpu() if self.losses else None)
-        return out

@@ -28,15 +28,15 @@ from torch import nn
 from minilearn import checkpoint, export
 from minilearn.callback import (
     BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
-    CancelFitException, CancelStepException, CancelTrainException, CancelValidException, GatherPredsCallback,
+    CancelFitException, CancelStepException, CancelTrainException, CancelValidException,
     CallbackList, TrainEvalCallback, cleanup_fits, event_method, note_once, print_training_loop, sorted_cbs, where_in_loop,
 )
-from minilearn.callbacks import lr_find as lr_finder, progress, schedule, training
+from minilearn.callbacks import lr_find as lr_finder, preds, progress, schedule, training
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
 from minilearn.checks import as_list, check_callable, check_int, check_lr, check_number
-from minilearn.data import as_loader, to_device
+from minilearn.data import to_device
 from minilearn.losses import not_reduced
 from minilearn.metrics import as_metrics
 from minilearn.optim import Adam, norm_bias_params
@@ -491,7 +491,7 @@ class Learner:
         may call it in the middle of a fit. (A loader given first is taken as `dl`.)
         """
         recorder = Recorder(add_time=False)
-        self._side_pass(self._pass_dl(ds_idx, dl), [recorder] + as_list(cbs))
+        self.side_pass(preds.pass_loader(self, ds_idx, dl), [recorder] + as_list(cbs))
         return recorder.last_valid
 
     def get_preds(self, ds_idx: int = 1, dl=None, with_input: bool = False, with_decoded: bool = False,
@@ -504,36 +504,13 @@ class Learner:
         `with_decoded` adds the loss's `decodes` of them, `with_loss` each item's loss. `inner` is
         accepted for fastai's code: a pass here never disturbs a fit it runs in.
         """
-        gather = GatherPredsCallback(with_input=with_input, with_loss=with_loss)
-        with self.loss_not_reduced() if with_loss else contextlib.nullcontext():
-            self._side_pass(self._pass_dl(ds_idx, dl, reorder), [gather] + as_list(cbs))
-        res, i = gather.all_tensors(), 1 if with_input else 0
-        act = act if act is not None else getattr(self.loss_func, "activation", None)
-        if act is not None:
-            res[i] = act(res[i])
-        if with_decoded:
-            decodes = getattr(self.loss_func, "decodes", None)
-            res.insert(i + 2, decodes(res[i]) if decodes is not None else res[i])
-        return tuple(res)
+        return preds.get_preds(self, ds_idx, dl, with_input, with_decoded, with_loss, act, reorder, cbs)
 
     def loss_not_reduced(self):
         """A context manager: inside it the loss gives one value per item (`reduction` 'none')."""
         return not_reduced(self.loss_func)
 
-    def _pass_dl(self, ds_idx, dl, reorder: bool = True):
-        """The loader of a side pass: `dl`, else `dls[ds_idx]`; in order when `reorder`."""
-        if dl is None and not isinstance(ds_idx, int):
-            dl, ds_idx = ds_idx, 1  # minilearn's validate(dl) / get_preds(dl), from before ds_idx came first
-        if dl is None:
-            check_int("ds_idx", ds_idx, low=0)
-            if ds_idx >= len(self.dls):
-                raise ValueError(f"ds_idx: the DataLoaders have no loader {ds_idx} (they hold {len(self.dls)}); "
-                                 "pass dl=")
-            dl = self.dls[ds_idx]
-        dl = as_loader("dl", dl)
-        return dl.new(shuffle=False, drop_last=False) if reorder and dl.shuffle and dl.torch_loader is None else dl
-
-    def _side_pass(self, dl, cbs: list) -> None:
+    def side_pass(self, dl, cbs: list) -> None:
         """One validation pass over `dl` with `cbs` added and the callbacks that sit it out removed;
         the learner's state (mode, batch, counters) is put back, error or not."""
         with self.removed_cbs([cb for cb in self.cbs if "validate" in cb.sits_out]), self.added_cbs(cbs), \

@@ -53,7 +53,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from minilearn.callback import Callback, GatherPredsCallback, add_note
+from minilearn.callback import Callback, add_note
+from minilearn.callbacks.preds import GatherPredsCallback
 from minilearn.checks import check_bool
 from minilearn.data import DataLoader
 # the layer below, re-exported here too: scripts written for this module import them from it

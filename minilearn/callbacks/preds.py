@@ -3,17 +3,24 @@
 `MCDropoutCallback` keeps dropout active while the rest of the model is in eval mode, so that
 several `get_preds` passes sample different sub-networks and their spread estimates the model's
 uncertainty. `CollectDataCallback` is a debugging aid that keeps what the loop saw at each batch.
-`FetchPredsCallback` runs `get_preds` after each validation of a fit.
+`FetchPredsCallback` runs `get_preds` after each validation of a fit. `GatherPredsCallback` and
+`get_preds(learn, ...)` are what `Learner.get_preds` runs.
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Callable
 
 import torch
 from fastcore.foundation import L
 from torch import nn
 
 from minilearn.callback import Callback
-from minilearn.checks import as_list
+from minilearn.checks import as_list, check_int
+from minilearn.data import as_loader
+from minilearn.distributed import all_gather_cat
+from minilearn.losses import not_reduced
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
@@ -86,3 +93,89 @@ class FetchPredsCallback(Callback):
         with self.learn.removed_cbs(self.taken_out):
             self.preds = self.learn.get_preds(ds_idx=self.ds_idx, dl=self.dl, with_input=self.with_input,
                                               with_decoded=self.with_decoded, inner=True, reorder=self.reorder)
+
+
+class GatherPredsCallback(Callback):
+    """Built in: collects predictions and targets during validation, for `Learner.get_preds`;
+    with `with_input` the inputs too, with `with_loss` each item's loss (the loss then has to be
+    unreduced: `learn.loss_not_reduced()`)."""
+
+    run_train = False
+
+    def __init__(self, with_input: bool = False, with_loss: bool = False):
+        self.with_input, self.with_loss = with_input, with_loss
+        self.preds, self.targs, self.inputs, self.losses = [], [], [], []
+
+    def before_validate(self) -> None:
+        self.preds, self.targs, self.inputs, self.losses = [], [], [], []
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if learn.pred is None:  # a batch cancelled before its prediction
+            return
+        self.preds.append(learn.pred.detach())
+        if learn.yb:
+            self.targs.append(learn.yb[0].detach())
+        if self.with_input:
+            self.inputs.append(tuple(x.detach() for x in learn.xb))
+        if self.with_loss and learn.loss is not None:
+            bs = len(learn.pred)
+            loss = learn.loss if learn.loss.numel() == bs else learn.loss.reshape(bs, -1).mean(1)
+            self.losses.append(loss.detach())
+
+    def sync(self) -> None:
+        """Under torch.distributed: every process's collections, gathered in rank order."""
+        def gathered(ts):
+            t = all_gather_cat(ts)
+            return [t] if t is not None else []
+        self.preds, self.targs, self.losses = gathered(self.preds), gathered(self.targs), gathered(self.losses)
+        if self.with_input:  # every rank takes part, even one without a batch (n_inp says how many)
+            self.inputs = [tuple(all_gather_cat([b[k] for b in self.inputs]) for k in range(self.learn.n_inp))]
+
+    def result(self):
+        """All predictions and targets (None for unlabelled data), concatenated, on the CPU."""
+        return torch.cat(self.preds).cpu(), torch.cat(self.targs).cpu() if self.targs else None
+
+    def all_tensors(self) -> list:
+        """fastai's order: [inputs (with_input), preds, targets, losses (with_loss)], on the CPU;
+        the inputs are one tensor, or a tuple of them for several inputs."""
+        preds, targs = self.result()
+        out = [preds, targs]
+        if self.with_input:
+            inputs = tuple(torch.cat([b[k] for b in self.inputs]).cpu() for k in range(len(self.inputs[0])))
+            out.insert(0, inputs[0] if len(inputs) == 1 else inputs)
+        if self.with_loss:
+            out.append(torch.cat(self.losses).cpu() if self.losses else None)
+        return out
+
+
+# ---------------------------------------------------------------- Learner.get_preds
+def pass_loader(learn, ds_idx, dl, reorder: bool = True):
+    """The loader of a prediction pass: `dl`, else `learn.dls[ds_idx]`; read in order when `reorder`."""
+    if dl is None and not isinstance(ds_idx, int):
+        dl, ds_idx = ds_idx, 1  # minilearn's validate(dl) / get_preds(dl), from before ds_idx came first
+    if dl is None:
+        check_int("ds_idx", ds_idx, low=0)
+        if ds_idx >= len(learn.dls):
+            raise ValueError(f"ds_idx: the DataLoaders have no loader {ds_idx} (they hold {len(learn.dls)}); "
+                             "pass dl=")
+        dl = learn.dls[ds_idx]
+    dl = as_loader("dl", dl)
+    return dl.new(shuffle=False, drop_last=False) if reorder and dl.shuffle and dl.torch_loader is None else dl
+
+
+def get_preds(learn, ds_idx=1, dl=None, with_input: bool = False, with_decoded: bool = False,
+              with_loss: bool = False, act: Callable | None = None, reorder: bool = True, cbs=None) -> tuple:
+    """`Learner.get_preds`: one side pass under a GatherPredsCallback, then fastai's tuple, the
+    activation and decoding taken from the loss when it has them."""
+    gather = GatherPredsCallback(with_input=with_input, with_loss=with_loss)
+    with not_reduced(learn.loss_func) if with_loss else contextlib.nullcontext():
+        learn.side_pass(pass_loader(learn, ds_idx, dl, reorder), [gather] + as_list(cbs))
+    res, i = gather.all_tensors(), 1 if with_input else 0
+    act = act if act is not None else getattr(learn.loss_func, "activation", None)
+    if act is not None:
+        res[i] = act(res[i])
+    if with_decoded:
+        decodes = getattr(learn.loss_func, "decodes", None)
+        res.insert(i + 2, decodes(res[i]) if decodes is not None else res[i])
+    return tuple(res)
