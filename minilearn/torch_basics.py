@@ -310,9 +310,11 @@ def find_device(b) -> torch.device | None:
     return None
 
 
-@contextlib.contextmanager
 def replacing_yield(o, attr: str, val):
-    """Inside the block `o.<attr>` is `val`; on leaving, error or not, it is what it was (fastai's)."""
+    """A generator that sets `o.<attr>` to `val`, yields once, and puts the old value back when it
+    is resumed, closed or thrown into (fastai's): the body of a context manager, as in
+    `@contextmanager def changed(self, v): return replacing_yield(self, "a", v)`, or
+    `with contextlib.contextmanager(replacing_yield)(o, "a", v):`."""
     old = getattr(o, attr)
     setattr(o, attr, val)
     try:

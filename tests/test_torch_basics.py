@@ -535,14 +535,31 @@ def test_find_device_finds_the_first_tensor():
 
 
 def test_replacing_yield_puts_the_attribute_back():
+    import contextlib
     from types import SimpleNamespace
 
     from minilearn import replacing_yield
 
-    o = SimpleNamespace(a=1)
-    with replacing_yield(o, "a", 2) as v:
-        assert o.a == 2 and v == 2
-    assert o.a == 1
-    with pytest.raises(RuntimeError), replacing_yield(o, "a", 3):
+    class Holder:  # fastai's idiom: a context-manager method whose body is replacing_yield
+        def __init__(self):
+            self.a = 1
+
+        @contextlib.contextmanager
+        def a_changed(self, v):
+            return replacing_yield(self, "a", v)
+
+    h = Holder()
+    with h.a_changed(2) as v:
+        assert h.a == 2 and v == 2
+    assert h.a == 1
+    with pytest.raises(RuntimeError), h.a_changed(3):
         raise RuntimeError
+    assert h.a == 1
+    o = SimpleNamespace(a=1)
+    with contextlib.contextmanager(replacing_yield)(o, "a", 5):
+        assert o.a == 5
+    assert o.a == 1
+    gen = replacing_yield(o, "a", 7)  # a plain generator: closing it puts the value back too
+    assert next(gen) == 7 and o.a == 7
+    gen.close()
     assert o.a == 1
