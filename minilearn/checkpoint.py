@@ -54,9 +54,9 @@ def load_learner_state(learn, name: str | Path, with_opt: bool = True, with_rng:
     if not isinstance(saved, dict):
         raise ValueError(f"checkpoint {path}: no model weights in it")
     check_weights_fit(learn.model, saved, path, strict)
+    if learn.opt is None:  # as fastai's: after a load there is an optimiser, its state loaded or fresh
+        learn.create_opt()
     if with_opt and "opt" in ckpt:
-        if learn.opt is None:
-            learn.create_opt()
         learn.opt.load_state_dict(ckpt["opt"])  # checks its own structure before changing anything
     learn.model.load_state_dict(saved, strict=strict)
     if with_rng and "rng" in ckpt:

@@ -41,6 +41,35 @@ def test_save_load_round_trip_with_optimizer(tmp_path):
                 assert torch.equal(v, other.opt.state[q][k])
 
 
+def test_load_gives_a_fresh_learner_an_optimizer_even_without_its_state(tmp_path):
+    """fastai's: after `load` the learner has an optimiser; `with_opt=False` leaves its state fresh."""
+    from minilearn import Adam
+
+    def adam_learner(seed):
+        x, y, vx, vy = linear_data(64, 32, seed=seed)
+        torch.manual_seed(seed)
+        return Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=seed), nn.Linear(x.shape[1], 1),
+                       nn.MSELoss(), opt_func=Adam, lr=0.01, path=tmp_path)
+
+    def moments(learn):
+        return [k for p in learn.model.parameters() for k in learn.opt.state.get(p, {}) if k != "do_wd"]
+
+    learn = adam_learner(0)
+    with learn.no_logging():
+        learn.fit(1)
+    assert moments(learn)  # the saved run has Adam's averages
+    learn.save("no_opt", with_opt=False)
+    other = adam_learner(5)
+    assert other.opt is None
+    other.load("no_opt", with_opt=False)
+    assert other.opt is not None and moments(other) == []
+    for a, b in zip(learn.model.parameters(), other.model.parameters()):
+        assert torch.equal(a, b)
+    with other.no_logging():
+        other.fit(1)  # and it trains from there
+    assert moments(other)
+
+
 def test_load_with_rng_puts_back_generators_and_epoch(tmp_path):
     learn = trained(tmp_path)
     learn.save("ckpt")
