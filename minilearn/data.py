@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset, RandomSampler, TensorDataset, defa
 from minilearn.checks import check_bool, check_callable, check_device, check_int
 from minilearn.torch_basics import _move, _non_blocking, to_device  # to_device: still importable from here
 
-__all__ = ["to_device", "DataLoader", "TorchLoader", "DataLoaders"]
+__all__ = ["to_device", "DataLoader", "TfmdDL", "TorchLoader", "DataLoaders"]
 
 _ACCEPTED = (
     "a tensor, a tuple/list of tensors of equal length, a TensorDataset, a map-style dataset "
@@ -407,6 +407,32 @@ class TorchLoader(DataLoader):
         raise TypeError("fetch: a wrapped torch DataLoader fetches its own batches")
 
 
+# fastai's name for its loader with item and batch transforms; minilearn's DataLoader is that
+# loader (it takes fastai's `bs`, `shuffle`, `drop_last`), so code written with it runs
+TfmdDL = DataLoader
+
+
+def inputs_of(n_elements: int) -> int:
+    """fastai's rule for how many of a batch's `n_elements` are inputs: all but the last (the
+    target), and the only one of a one-element batch."""
+    return 1 if n_elements <= 1 else n_elements - 1
+
+
+def _n_elements(dl: DataLoader) -> int | None:
+    """How many elements `dl`'s batches have, read off its data without fetching a batch; None
+    when only a batch would tell (an iterable dataset, a dataset without items)."""
+    tensors = getattr(dl, "_tensors", None)  # a TorchLoader has none: its dataset tells
+    if tensors is not None:
+        return len(tensors)
+    ds = dl.dataset
+    if isinstance(ds, TensorDataset):
+        return len(ds.tensors)
+    if isinstance(ds, IterableDataset) or not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__") or not len(ds):
+        return None
+    item = ds[0]
+    return len(item) if isinstance(item, (tuple, list)) else 1
+
+
 def as_loader(name: str, dl: Any) -> DataLoader:
     """Return `dl` as a minilearn DataLoader, wrapping a torch one in a `TorchLoader`."""
     if isinstance(dl, DataLoader):
@@ -423,13 +449,12 @@ class DataLoaders:
     number), which `learn.predict` uses to name its decoded prediction.
     """
 
-    n_inp: int = 1  # how many leading elements of a batch are inputs (the rest are targets)
-
     def __init__(self, *loaders: DataLoader | TorchDataLoader, device: torch.device | str | None = None,
-                 vocab=None) -> None:
+                 vocab=None, n_inp: int | None = None) -> None:
         if not loaders:
             raise ValueError("loaders: expected at least one DataLoader (the training one), got none")
         device = check_device("device", device)
+        self.n_inp = n_inp
         if vocab is not None and (isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__len__")):
             raise TypeError(f"vocab: expected a list of class names, got {type(vocab).__name__}")
         self.vocab = list(vocab) if vocab is not None else None
@@ -438,6 +463,25 @@ class DataLoaders:
         if device is not None:
             for dl in self.loaders:
                 dl.device = device
+
+    @property
+    def n_inp(self) -> int | None:
+        """How many leading elements of a batch are the model's inputs; the rest are its targets.
+
+        Unless set (`DataLoaders(..., n_inp=2)` or `dls.n_inp = 2`), fastai's rule: every element
+        but the last, and a one-element batch is all input. The rule is read off the training
+        data without drawing a batch (so no random number is used): the number of tensors, or the
+        first item of a map-style dataset. None when that cannot be known (an iterable dataset);
+        the Learner then applies the rule to the first batch of each fit or prediction pass.
+        """
+        if self._n_inp is not None:
+            return self._n_inp
+        n = _n_elements(self.train)
+        return None if n is None else inputs_of(n)
+
+    @n_inp.setter
+    def n_inp(self, n: int | None) -> None:
+        self._n_inp = None if n is None else check_int("n_inp", n, low=1)
 
     @property
     def train(self) -> DataLoader:

@@ -229,11 +229,17 @@ def broadcast_generator(dl) -> None:
     g.set_state(state.cpu())
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's `obj` (any picklable value), in rank order."""
+    out: list = [None] * group_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_gather_cat(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     """Every rank's `tensors`, concatenated along dim 0 in rank order (ranks may hold none)."""
     local = torch.cat(tensors) if tensors else None
-    metas: list = [None] * group_size()
-    dist.all_gather_object(metas, None if local is None else (tuple(local.shape), local.dtype, str(local.device)))
+    metas = all_gather_object(None if local is None else (tuple(local.shape), local.dtype, str(local.device)))
     known = [m for m in metas if m is not None]
     if not known:
         return None

@@ -36,7 +36,7 @@ from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
 from minilearn.checks import as_list, check_callable, check_int, check_lr, check_number
-from minilearn.data import to_device
+from minilearn.data import inputs_of, to_device
 from minilearn.losses import not_reduced
 from minilearn.metrics import as_metrics
 from minilearn.optim import Adam, norm_bias_params
@@ -212,7 +212,7 @@ class Learner:
             self.model.to(dls_device)
         param = next(self.model.parameters(), None)
         self.device = param.device if param is not None else torch.device(dls_device or "cpu")
-        self.n_inp = getattr(self.dls, "n_inp", 1)
+        self.n_inp = getattr(self.dls, "n_inp", None)  # None: fastai's rule on the pass's first batch
 
     def _split(self, batch) -> tuple[tuple, tuple]:
         """The batch on the model's device, as (inputs, targets): the first `n_inp` are inputs."""
@@ -220,6 +220,8 @@ class Learner:
             self._batch_on_device = all(isinstance(t, torch.Tensor) and t.device == self.device for t in batch)
         if not self._batch_on_device:
             batch = to_device(batch, self.device)
+        if self.n_inp is None:
+            self.n_inp = inputs_of(len(batch))
         return tuple(batch[:self.n_inp]), tuple(batch[self.n_inp:])
 
     def _end_cleanup(self) -> None:
@@ -341,7 +343,8 @@ class Learner:
              strict: bool = True) -> "Learner":
         """Load what `save` wrote, checked in full before anything changes (only tensors and plain
         data are unpickled); returns the Learner. `with_rng` also puts back the RNGs and the epoch,
-        to resume a run exactly; `device` moves the model there afterwards."""
+        to resume a run exactly; `device` moves the model there afterwards. A learner without an
+        optimiser gets one (fastai's), fresh when `with_opt=False` or the file holds no state."""
         checkpoint.load_learner_state(self, name, with_opt, with_rng, device, strict)
         return self
 

@@ -574,3 +574,55 @@ def test_vocab_c_test_dl_and_new():
     assert dls.train.new().shuffle and dls.train.new().generator is dls.train.generator
     with pytest.raises(TypeError, match="new: a wrapped torch DataLoader"):
         DataLoader(TorchDataLoader(TensorDataset(x, y), batch_size=4)).new(shuffle=False)
+
+
+def test_n_inp_follows_fastais_rule_unless_set():
+    """All but the last element are inputs; a one-element batch is all input; read off the data."""
+    from torch.utils.data import IterableDataset
+    from torch.utils.data import DataLoader as TorchDL
+
+    x, y = make_xy(20)
+    assert DataLoaders(DataLoader((x, y))).n_inp == 1
+    assert DataLoaders(DataLoader((x, x, y))).n_inp == 2
+    assert DataLoaders(DataLoader(x)).n_inp == 1
+    assert DataLoaders(DataLoader(TensorDataset(x, x, x, y))).n_inp == 3
+    assert DataLoaders(DataLoader(list(zip(x, x, y)), bs=4)).n_inp == 2
+    assert DataLoaders(DataLoader(TorchDL(TensorDataset(x, x, y), batch_size=4))).n_inp == 2
+    assert DataLoaders(DataLoader((x, x, y)), n_inp=1).n_inp == 1
+    dls = DataLoaders(DataLoader((x, x, y)))
+    dls.n_inp = 1
+    assert dls.n_inp == 1
+    dls.n_inp = None  # back to the rule
+    assert dls.n_inp == 2
+    with pytest.raises(TypeError, match="n_inp"):
+        DataLoaders(DataLoader((x, y)), n_inp="1")
+    with pytest.raises(ValueError, match="n_inp"):
+        dls.n_inp = 0
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(zip(x, x, y))
+
+        def __len__(self):
+            return len(x)
+
+    assert DataLoaders(DataLoader(TorchDL(Stream(), batch_size=4))).n_inp is None  # only a batch would tell
+
+
+def test_reading_n_inp_draws_no_random_number():
+    from torch.utils.data import DataLoader as TorchDL
+
+    x, y = make_xy(20)
+    dls = DataLoaders(DataLoader(TorchDL(TensorDataset(x, y), batch_size=4, shuffle=True)))
+    state = torch.random.get_rng_state()
+    assert dls.n_inp == 1
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_tfmddl_is_fastais_name_for_the_loader():
+    from minilearn import TfmdDL
+
+    x, y = make_xy(20)
+    dl = TfmdDL(TensorDataset(x, y), bs=8, shuffle=True, drop_last=True)
+    assert isinstance(dl, DataLoader) and len(dl) == 2 and dl.bs == 8
+    assert [b[0].shape[0] for b in dl] == [8, 8]

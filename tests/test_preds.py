@@ -127,3 +127,45 @@ def test_fetch_preds_gets_the_predictions_after_each_validation_without_disturbi
     with torch.no_grad():
         assert torch.allclose(preds, learn.model(inputs))
     assert learn.recorder.values == reference.recorder.values  # the fetches changed nothing of the fit
+
+
+def tuple_data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, generator=g)
+    return x, 2 * x + 3
+
+
+def test_get_preds_with_several_targets_gives_a_tuple_of_them():
+    learn = regression_learner(n=32, n_valid=16)
+    x, y = learn.dls.valid_ds[0], learn.dls.valid_ds[1]
+    learn.dls.n_inp = 1
+    learn.loss_func = lambda pred, a, b: ((pred - a) ** 2).mean() + ((pred - b) ** 2).mean()
+    preds, targs = learn.get_preds(dl=DataLoader((x, y, -y), bs=16))
+    assert isinstance(targs, tuple) and len(targs) == 2
+    assert torch.equal(targs[0], y) and torch.equal(targs[1], -y)
+    with torch.no_grad():
+        assert torch.allclose(preds, learn.model(x))
+
+
+def test_a_model_with_two_inputs_gets_them_by_fastais_rule():
+    """A batch (x1, x2, y) gives the model two inputs without setting n_inp, as in fastai."""
+    x, y = tuple_data()
+
+    class TwoIn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(1, 1)
+
+        def forward(self, a, b):
+            return self.lin(a) + b
+
+    torch.manual_seed(0)
+    dls = DataLoaders(DataLoader((x, x, y), bs=8, shuffle=True, seed=0), DataLoader((x, x, y), bs=8))
+    learn = Learner(dls, TwoIn(), nn.MSELoss(), opt_func=SGD, lr=0.05)
+    with learn.no_logging():
+        learn.fit(2)
+    inputs, preds, targs = learn.get_preds(with_input=True)
+    assert isinstance(inputs, tuple) and len(inputs) == 2
+    assert torch.equal(inputs[0], x) and torch.equal(inputs[1], x) and torch.equal(targs, y)
+    with torch.no_grad():
+        assert torch.allclose(preds, learn.model(x, x))

@@ -19,7 +19,7 @@ from torch import nn
 from minilearn.callback import Callback
 from minilearn.checks import as_list, check_int
 from minilearn.data import as_loader
-from minilearn.distributed import all_gather_cat
+from minilearn.distributed import all_gather_cat, all_gather_object
 from minilearn.losses import not_reduced
 
 
@@ -115,7 +115,7 @@ class GatherPredsCallback(Callback):
             return
         self.preds.append(learn.pred.detach())
         if learn.yb:
-            self.targs.append(learn.yb[0].detach())
+            self.targs.append(tuple(y.detach() for y in learn.yb))
         if self.with_input:
             self.inputs.append(tuple(x.detach() for x in learn.xb))
         if self.with_loss and learn.loss is not None:
@@ -128,13 +128,18 @@ class GatherPredsCallback(Callback):
         def gathered(ts):
             t = all_gather_cat(ts)
             return [t] if t is not None else []
-        self.preds, self.targs, self.losses = gathered(self.preds), gathered(self.targs), gathered(self.losses)
-        if self.with_input:  # every rank takes part, even one without a batch (n_inp says how many)
-            self.inputs = [tuple(all_gather_cat([b[k] for b in self.inputs]) for k in range(self.learn.n_inp))]
+        def gathered_tuples(bs, n):  # every rank takes part, even one without a batch (n says how many)
+            return [tuple(all_gather_cat([b[k] for b in bs]) for k in range(n))]
+        self.preds, self.losses = gathered(self.preds), gathered(self.losses)
+        n_targs = max(all_gather_object(len(self.targs[0]) if self.targs else 0))  # a rank may have no batch
+        self.targs = gathered_tuples(self.targs, n_targs) if n_targs else []
+        if self.with_input:
+            self.inputs = gathered_tuples(self.inputs, self.learn.n_inp)
 
     def result(self):
-        """All predictions and targets (None for unlabelled data), concatenated, on the CPU."""
-        return torch.cat(self.preds).cpu(), torch.cat(self.targs).cpu() if self.targs else None
+        """All predictions and targets, concatenated, on the CPU. The targets are one tensor, a
+        tuple of them for several (as `learn.yb`), or None for unlabelled data."""
+        return torch.cat(self.preds).cpu(), _joined(self.targs) if self.targs else None
 
     def all_tensors(self) -> list:
         """fastai's order: [inputs (with_input), preds, targets, losses (with_loss)], on the CPU;
@@ -142,11 +147,17 @@ class GatherPredsCallback(Callback):
         preds, targs = self.result()
         out = [preds, targs]
         if self.with_input:
-            inputs = tuple(torch.cat([b[k] for b in self.inputs]).cpu() for k in range(len(self.inputs[0])))
-            out.insert(0, inputs[0] if len(inputs) == 1 else inputs)
+            out.insert(0, _joined(self.inputs))
         if self.with_loss:
             out.append(torch.cat(self.losses).cpu() if self.losses else None)
         return out
+
+
+def _joined(batches: list[tuple]):
+    """Batches of tuples of tensors joined position by position, on the CPU: one tensor when the
+    tuples hold one, else a tuple of them."""
+    joined = tuple(torch.cat([b[k] for b in batches]).cpu() for k in range(len(batches[0])))
+    return joined[0] if len(joined) == 1 else joined
 
 
 # ---------------------------------------------------------------- Learner.get_preds
