@@ -100,4 +100,4 @@ def test_lr_find_with_a_csv_logger_attached(tmp_path):
     with learn.no_logging():
         learn.fit(1)
     learn.lr_find(num_it=10, show_plot=False)
-    assert len(logger.read_log()) == 1  # lr_find neither crashed nor wrote over the history
+    assert len(logger.read_rows()) == 1  # lr_find neither crashed nor wrote over the history

@@ -13,8 +13,8 @@ from minilearn.distributed import is_rank0
 class CSVLogger(Callback):
     """Writes the table to `learn.path/fname`, one row per epoch, flushed to disk as it goes.
 
-    Values are written as numbers (full precision, time in seconds), so `read_log()` gives them
-    back as floats. With `append=False` the file starts afresh at each fit.
+    Values are written as numbers (full precision, time in seconds), so `read_log()` (a pandas
+    DataFrame, as fastai's) and `read_rows()` (dicts, without pandas) give them back as numbers. With `append=False` the file starts afresh at each fit.
     """
 
     order = 60
@@ -56,10 +56,24 @@ class CSVLogger(Callback):
             self.file.close()
             self.file = None
 
-    def read_log(self) -> list[dict]:
+    def read_log(self):
+        """The rows written so far as a pandas DataFrame, columns named as the table's (fastai's);
+        blanks are NaN. Needs pandas (`pip install pandas`); `read_rows()` needs nothing."""
+        path = self._written("read_log")
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("read_log: needs pandas (pip install pandas); read_rows() gives the rows "
+                              "as dicts without it") from e
+        return pd.read_csv(path)
+
+    def read_rows(self) -> list[dict]:
         """The rows written so far, as dicts of floats (ints for `epoch`, None for blanks)."""
-        if self.file_path is None:
-            raise RuntimeError("read_log: nothing written yet; the logger writes during a fit")
-        with open(self.file_path, newline="") as f:
+        with open(self._written("read_rows"), newline="") as f:
             rows = list(csv.DictReader(f))
         return [{k: (None if v == "" else int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+
+    def _written(self, caller: str) -> Path:
+        if self.file_path is None:
+            raise RuntimeError(f"{caller}: nothing written yet; the logger writes during a fit")
+        return self.file_path
