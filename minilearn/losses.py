@@ -17,6 +17,10 @@ has a `reduction` that can be read and set ('mean', 'sum' or 'none'): setting it
 gives one loss per item, which is how a Learner gets per-item losses (fastai's
 `loss_not_reduced`).
 
+`DiceLoss` is not a wrapped torch loss: it scores how well the softmax of a segmentation output
+overlaps the one-hot masks of its class-index targets, one score per image and class, so its
+'none' reduction gives an (N, C) tensor rather than one value per pixel.
+
 Where these differ from fastai, on purpose:
 - `axis` is counted on the predictions, also when it is negative, and the targets are moved the
   same way only when they have that dimension: (N, C, L) predictions with (N, L) targets line up
@@ -29,6 +33,14 @@ Where these differ from fastai, on purpose:
 - uint8 targets are made long as int8/16/32 ones are (torch's cross-entropy rejects uint8).
 - The `...Flat` constructors take keyword arguments only; `BaseLoss` passes its positional
   arguments on to the wrapped loss class.
+- `DiceLoss` one-hot encodes the targets on its own `axis` and sums over every dimension but the
+  batch (0) and that axis, so channels-last predictions work with `axis=-1` (fastai always puts
+  the one-hot masks on dimension 1 and sums from dimension 2 on, which only fits `axis=1`). Its
+  sums are taken in float32 for half-precision predictions (fastai's overflow float16 on images
+  of more than about 32,000 pixels, and give a loss of 1 for every class), and the result is
+  given back in the predictions' dtype. (N, C) predictions, with nothing besides the batch and
+  the classes, count each item as a one-pixel image (fastai's empty list of dimensions to sum
+  over makes torch sum the whole batch into one value).
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ from minilearn.checks import ArgumentTypeError, check_bool, check_callable, chec
 
 __all__ = [
     "BaseLoss", "CrossEntropyLossFlat", "BCEWithLogitsLossFlat", "BCELossFlat", "MSELossFlat", "L1LossFlat",
-    "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat", "FocalLoss", "FocalLossFlat",
+    "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat", "FocalLoss", "FocalLossFlat", "DiceLoss",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -361,6 +373,106 @@ class FocalLossFlat(BaseLoss):
 
     def decodes(self, x: Tensor) -> Tensor:
         """The most likely class along `axis`."""
+        return x.argmax(dim=self.axis)
+
+
+class DiceLoss:
+    """One minus the Dice coefficient of softmax predictions and one-hot targets, per image and class.
+
+    `loss(pred, targ)` takes raw scores `pred` of shape (N, C, *spatial), the classes on `axis`,
+    and class indices `targ` of shape (N, *spatial) (not one-hot: the masks are made here). For
+    each image n and class c, with p the softmax of `pred` over `axis` and t the mask of class c,
+    both summed over the spatial dimensions:
+
+        dice[n, c] = (2 * sum(p * t) + smooth) / (sum(p + t) + smooth),  loss = 1 - dice
+
+    so a class that is absent from both the target and the prediction scores a loss near 0 and
+    one predicted where it is absent (or missed where it is present) near 1.
+
+    - `axis`: the class axis of the predictions (negative counts from the end); the batch is
+      dimension 0, and every other dimension is summed over.
+    - `smooth`: added to the numerator and the denominator, so empty classes give 0/0 no more.
+    - `reduction`: 'sum' (the default, as in fastai), 'mean' or 'none' (an (N, C) tensor).
+    - `square_in_union`: use sum(p ** 2 + t) as the denominator; p ** 2 <= p, so the loss is
+      lower for unsure predictions and its gradient steeper.
+    """
+
+    def __init__(self, axis: int = 1, smooth: float = 1e-6, reduction: str = "sum", square_in_union: bool = False):
+        self.axis = check_int("axis", axis)
+        self.smooth = check_number("smooth", smooth, low=0)
+        self.reduction = reduction
+        self.square_in_union = check_bool("square_in_union", square_in_union)
+
+    def __repr__(self) -> str:
+        return (f"DiceLoss(axis={self.axis}, smooth={self.smooth}, reduction={self.reduction!r}, "
+                f"square_in_union={self.square_in_union})")
+
+    @property
+    def reduction(self) -> str:
+        """'sum', 'mean' or 'none' (one loss per image and class)."""
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value: str) -> None:
+        self._reduction = check_reduction(value)
+
+    def _class_axis(self, pred: Tensor) -> int:
+        """`axis` as a non-negative dimension of `pred`: an error if it is out of range or the batch."""
+        if not -pred.ndim <= self.axis < pred.ndim:
+            raise IndexError(f"axis: {self.axis} is not a dimension of the predictions, of shape {tuple(pred.shape)}")
+        axis = self.axis % pred.ndim
+        if axis == 0:
+            raise ValueError(f"axis: {self.axis} is the batch dimension of the predictions, of shape "
+                             f"{tuple(pred.shape)}; the classes go on another one, (N, C, *spatial) for axis=1")
+        return axis
+
+    def __call__(self, pred: Tensor, targ: Tensor) -> Tensor:
+        """The Dice loss of raw scores `pred` for class-index targets `targ`, reduced by `reduction`."""
+        axis = self._class_axis(pred)
+        n_classes = pred.shape[axis]
+        expected = pred.shape[:axis] + pred.shape[axis + 1:]
+        if targ.shape != expected:
+            hint = ("; they look one-hot: DiceLoss makes the masks itself, so pass the class indices"
+                    if targ.shape == pred.shape else "")
+            raise ValueError(f"targ: expected class indices of shape {tuple(expected)} for predictions of shape "
+                             f"{tuple(pred.shape)} (classes on axis {axis}), so that their one-hot masks have the "
+                             f"predictions' shape; got shape {tuple(targ.shape)}{hint}")
+        masks = self._one_hot(targ, n_classes, axis=axis)
+        # Half-precision sums overflow over large images; float32 (or float64) holds them.
+        probs = self.activation(pred).to(torch.promote_types(pred.dtype, torch.float32))
+        sum_dims = [d for d in range(pred.ndim) if d not in (0, axis)]
+
+        def total(x: Tensor) -> Tensor:  # over the spatial dimensions, if any (dim=[] would sum all)
+            return x.sum(dim=sum_dims) if sum_dims else x
+
+        inter = total(probs * masks)
+        union = total(probs ** 2 + masks) if self.square_in_union else total(probs + masks)
+        loss = 1 - (2 * inter + self.smooth) / (union + self.smooth)
+        return _reduce(loss, self.reduction).to(pred.dtype)
+
+    @staticmethod
+    def _one_hot(x: Tensor, classes: int, axis: int = 1) -> Tensor:
+        """One binary (int64) mask per class of the class indices `x`, stacked as a new dimension `axis`.
+
+        Mask c is 1 where `x == c`: an index outside 0..classes-1 (an 'ignore' label such as 255)
+        is 0 in every mask.
+        """
+        classes = check_int("classes", classes, low=1)
+        axis = check_int("axis", axis)
+        if not -(x.ndim + 1) <= axis <= x.ndim:
+            raise IndexError(f"axis: {axis} is not a place for a new dimension in targets of shape {tuple(x.shape)}")
+        axis %= x.ndim + 1
+        shape = [1] * (x.ndim + 1)
+        shape[axis] = classes
+        labels = torch.arange(classes, device=x.device).view(shape)
+        return (x.unsqueeze(axis) == labels).long()
+
+    def activation(self, x: Tensor) -> Tensor:
+        """Softmax over `axis`: the probabilities the loss scores."""
+        return F.softmax(x, dim=self.axis)
+
+    def decodes(self, x: Tensor) -> Tensor:
+        """The most likely class along `axis`: a class-index mask of the targets' shape."""
         return x.argmax(dim=self.axis)
 
 

@@ -1,5 +1,5 @@
 """Flat losses: flattening along the class axis, target dtypes, activation / decoding, reduction,
-argument checks, and the same values as fastai.losses."""
+argument checks, the Dice loss, and the same values as fastai.losses."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from torch import nn
 
 from minilearn import DataLoaders, Learner, SGD
 from minilearn.losses import (
-    BaseLoss, BCELossFlat, BCEWithLogitsLossFlat, CrossEntropyLossFlat, FocalLoss, FocalLossFlat, L1LossFlat,
-    LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, MSELossFlat,
+    BaseLoss, BCELossFlat, BCEWithLogitsLossFlat, CrossEntropyLossFlat, DiceLoss, FocalLoss, FocalLossFlat,
+    L1LossFlat, LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, MSELossFlat, not_reduced,
 )
 from synthetic import class_data
 
@@ -352,6 +352,155 @@ def test_setting_a_bad_reduction_on_a_module_loss_is_an_error():
     assert loss.reduction == "mean"
 
 
+# ------------------------------------------------------------------------------- Dice loss
+def test_dice_one_hot_makes_one_binary_mask_per_class():
+    x = torch.tensor([[[1, 0, 2],
+                       [2, 2, 1]]])                                     # (N=1, H=2, W=3) class indices
+    masks = DiceLoss._one_hot(x, 3)
+    assert masks.shape == (1, 3, 2, 3) and masks.dtype == torch.int64
+    assert masks.tolist() == [[[[0, 1, 0], [0, 0, 0]],                  # class 0
+                               [[1, 0, 0], [0, 0, 1]],                  # class 1
+                               [[0, 0, 1], [1, 1, 0]]]]                 # class 2
+    assert torch.equal(DiceLoss._one_hot(x, 3, axis=-1), masks.permute(0, 2, 3, 1))   # channels last
+    ignored = DiceLoss._one_hot(torch.tensor([[0, 255, 1]]), 2)         # an index past the classes: no mask
+    assert ignored.tolist() == [[[1, 0, 0], [0, 0, 1]]]
+
+
+def test_dice_activation_is_softmax_and_decodes_give_the_argmax_target():
+    scores = torch.tensor([[[[2.0, 1.0], [1.0, 5.0]],
+                            [[1.0, 2.0], [3.0, 1.0]],
+                            [[3.0, 0.0], [4.0, 3.0]]]])                 # (1, 3, 2, 2)
+    target = torch.tensor([[[2, 1], [2, 0]]])
+    loss = DiceLoss()
+    assert torch.allclose(loss.activation(scores), F.softmax(scores, dim=1))
+    assert torch.equal(loss.decodes(scores), target)
+    assert torch.equal(loss.decodes(loss.activation(scores)), target)
+
+
+def test_dice_of_identical_masks_is_zero():
+    scores = torch.tensor([[[0.1], [0.1], [100.0]]])                    # (1, 3, 1): sure of class 2
+    assert DiceLoss(reduction="mean")(scores, torch.tensor([[2]])).item() == pytest.approx(0, abs=1e-5)
+    image_scores = 50.0 * F.one_hot(randint(4, 2, 5, 6), 4).permute(0, 3, 1, 2).float()
+    target = image_scores.argmax(1)
+    assert DiceLoss(reduction="none")(image_scores, target).abs().max() < 1e-5
+
+
+def test_dice_of_a_one_dimensional_half_overlap_is_two_thirds():
+    scores = torch.tensor([[[0.1, 100.0], [0.1, 0.1], [100.0, 0.1]]])   # predicts classes [2, 0]
+    target = torch.tensor([[2, 1]])
+    # class 0: predicted, absent (1); class 1: present, missed (1); class 2: right (0)
+    assert DiceLoss(reduction="mean")(scores, target).item() == pytest.approx(2 / 3, abs=1e-4)
+    assert DiceLoss(reduction="none")(scores, target).squeeze(0).tolist() == pytest.approx([1, 1, 0], abs=1e-4)
+
+
+def test_dice_of_an_all_background_prediction_against_two_thin_stripes():
+    target = torch.zeros(1, 100, 100, dtype=torch.long)
+    target[0, 20, :] = 1                                                # a one-pixel line of class 1
+    target[0, 70, :] = 2                                                # and one of class 2
+    scores = torch.zeros(1, 3, 100, 100)
+    scores[:, 0] = 100.0                                                # background everywhere
+    # background: 9,800 of 10,000 pixels right, dice 2 * 9800 / (10000 + 9800); both lines missed
+    expected = (1 - 2 * 9800 / 19800 + 1 + 1) / 3
+    mean = DiceLoss(reduction="mean")(scores, target)
+    assert mean.item() == pytest.approx(expected, abs=1e-5) and mean.item() == pytest.approx(0.67, abs=0.005)
+
+
+def test_dice_reductions_none_is_per_image_and_class_and_sum_is_the_default():
+    pred, targ = randn(3, 4, 5, 6), randint(4, 3, 5, 6)
+    per_item = DiceLoss(reduction="none")(pred, targ)
+    assert per_item.shape == (3, 4) and ((per_item >= 0) & (per_item <= 1)).all()
+    loss = DiceLoss()
+    assert loss.reduction == "sum"
+    assert torch.allclose(loss(pred, targ), per_item.sum(), atol=1e-6)
+    assert torch.allclose(DiceLoss(reduction="mean")(pred, targ), per_item.mean(), atol=1e-6)
+    with not_reduced(loss):
+        assert torch.equal(loss(pred, targ), per_item)
+    assert loss.reduction == "sum"
+
+
+def test_dice_square_in_union_squares_the_probabilities_in_the_denominator():
+    probs = torch.tensor([[[0.25], [0.75]]])                            # (1, 2, 1) probabilities
+    scores, target = probs.log(), torch.tensor([[1]])                   # softmax(log p) = p
+    # class 0 (absent): dice smooth / (0.25 + smooth) plain, smooth / (0.0625 + smooth) squared;
+    # class 1: dice (1.5 + smooth) / (1.75 + smooth) plain, (1.5 + smooth) / (0.5625 + 1 + smooth) squared
+    e = 1e-6
+    plain, squared = DiceLoss()(scores, target), DiceLoss(square_in_union=True)(scores, target)
+    assert plain.item() == pytest.approx(2 - e / (0.25 + e) - (1.5 + e) / (1.75 + e), abs=1e-6)
+    assert squared.item() == pytest.approx(2 - e / (0.0625 + e) - (1.5 + e) / (1.5625 + e), abs=1e-6)
+    assert squared.item() == pytest.approx(1.04, abs=1e-4)              # 1 + (1 - 0.96)
+    pred, targ = randn(2, 3, 4, 4), randint(3, 2, 4, 4)                 # p ** 2 < p: never a higher loss
+    sq = DiceLoss(reduction="none", square_in_union=True)(pred, targ)
+    assert (sq < DiceLoss(reduction="none")(pred, targ)).all()
+
+
+def test_dice_class_axis_can_be_last_or_negative():
+    pred, targ = randn(2, 3, 4, 5), randint(3, 2, 4, 5)
+    expected = DiceLoss(reduction="none")(pred, targ)
+    assert torch.allclose(DiceLoss(axis=-3, reduction="none")(pred, targ), expected, atol=1e-6)
+    channels_last = DiceLoss(axis=-1, reduction="none")
+    assert torch.allclose(channels_last(pred.permute(0, 2, 3, 1), targ), expected, atol=1e-6)
+    assert torch.equal(channels_last.decodes(pred.permute(0, 2, 3, 1)), pred.argmax(1))
+
+
+def test_dice_in_half_precision_keeps_the_dtype_and_does_not_overflow_on_large_images():
+    pred, targ = randn(1, 2, 300, 300), randint(2, 1, 300, 300)         # sums past float16's 65,504
+    full = DiceLoss(reduction="none")(pred, targ)
+    half_pred = pred.half().requires_grad_()
+    half = DiceLoss(reduction="none")(half_pred, targ)
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), full, atol=2e-3, rtol=0)
+    half.sum().backward()
+    assert half_pred.grad.dtype == torch.float16 and torch.isfinite(half_pred.grad).all()
+
+
+def test_dice_targets_of_the_wrong_shape_are_a_clear_error_naming_both_shapes():
+    pred = randn(2, 3, 4, 4)
+    one_hot = DiceLoss._one_hot(randint(3, 2, 4, 4), 3)
+    with pytest.raises(ValueError, match=r"^targ: .*\(2, 4, 4\).*\(2, 3, 4, 4\).*got shape \(2, 3, 4, 4\).*one-hot"):
+        DiceLoss()(pred, one_hot)
+    with pytest.raises(ValueError, match=r"^targ: .*predictions of shape \(2, 3, 4, 4\).*got shape \(2, 4, 5\)"):
+        DiceLoss()(pred, randint(3, 2, 4, 5))
+
+
+def test_dice_class_axis_must_be_a_dimension_other_than_the_batch():
+    pred, targ = randn(2, 3, 4), randint(3, 2, 4)
+    with pytest.raises(IndexError, match=r"^axis: 3 .*shape \(2, 3, 4\)"):
+        DiceLoss(axis=3)(pred, targ)
+    with pytest.raises(ValueError, match="^axis: -3 is the batch dimension"):
+        DiceLoss(axis=-3)(pred, targ)
+
+
+@pytest.mark.parametrize("make, error, start", [
+    (lambda: DiceLoss(reduction="avg"), ValueError, "reduction"),
+    (lambda: DiceLoss(reduction=None), TypeError, "reduction"),
+    (lambda: DiceLoss(smooth=-1.0), ValueError, "smooth"),
+    (lambda: DiceLoss(smooth="1e-6"), TypeError, "smooth"),
+    (lambda: DiceLoss(axis=1.0), TypeError, "axis"),
+    (lambda: DiceLoss(square_in_union="yes"), TypeError, "square_in_union"),
+    (lambda: DiceLoss._one_hot(torch.zeros(2, 3), 0), ValueError, "classes"),
+    (lambda: DiceLoss._one_hot(torch.zeros(2, 3), 2, axis=3), IndexError, "axis"),
+])
+def test_dice_bad_arguments_are_errors_naming_the_argument(make, error, start):
+    with pytest.raises(error, match=f"^{start}: "):
+        make()
+
+
+def test_dice_bad_reduction_set_later_is_an_error_and_changes_nothing():
+    loss = DiceLoss(reduction="mean")
+    with pytest.raises(ValueError, match="^reduction: .*'avg'"):
+        loss.reduction = "avg"
+    assert loss.reduction == "mean"
+
+
+def test_dice_survives_pickle_and_deepcopy():
+    pred, targ = randn(2, 3, 4, 4), randint(3, 2, 4, 4)
+    loss = DiceLoss(axis=1, smooth=1e-3, reduction="mean", square_in_union=True)
+    assert repr(loss) == "DiceLoss(axis=1, smooth=0.001, reduction='mean', square_in_union=True)"
+    for twin in (pickle.loads(pickle.dumps(loss)), copy.deepcopy(loss)):
+        assert type(twin) is DiceLoss and repr(twin) == repr(loss)
+        assert torch.equal(twin(pred, targ), loss(pred, targ))
+
+
 # ------------------------------------------------------------------------------- side by side with fastai
 def _plain(t: torch.Tensor) -> torch.Tensor:
     """fastai returns its TensorBase subclass; compare as plain tensors."""
@@ -443,3 +592,35 @@ def test_same_repr_and_reduction_switch_as_fastai(fastai):
     ours.reduction = theirs.reduction = "none"
     torch.testing.assert_close(ours(x, y), _plain(theirs(x, y)), atol=1e-6, rtol=0)
     assert ours.reduction == theirs.reduction == "none"
+
+
+DICE_SHAPES = [(2, 3, 7), (2, 4, 5, 6), (1, 2, 3, 4, 5), (3, 5, 8, 8)]   # (N, C, *spatial): 1-, 2-, 3-d images
+
+
+@pytest.mark.parametrize("shape", DICE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+@pytest.mark.parametrize("square_in_union", [False, True], ids=["plain", "squared"])
+def test_dice_same_values_as_fastai(fastai, shape, reduction, square_in_union):
+    import fastai.losses as fastai_losses
+
+    seed = sum(shape)
+    pred, targ = 2 * randn(*shape, seed=seed), randint(shape[1], shape[0], *shape[2:], seed=seed + 1)
+    kwargs = dict(reduction=reduction, square_in_union=square_in_union)
+    theirs = _plain(fastai_losses.DiceLoss(**kwargs)(pred.clone(), targ.clone()))
+    mine = DiceLoss(**kwargs)(pred.clone(), targ.clone())
+    assert mine.shape == theirs.shape and mine.dtype == theirs.dtype
+    torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
+    smooth = dict(kwargs, smooth=0.5)                                  # a smooth that shows in the values
+    torch.testing.assert_close(DiceLoss(**smooth)(pred, targ), _plain(fastai_losses.DiceLoss(**smooth)(pred, targ)),
+                               atol=1e-6, rtol=0)
+
+
+def test_dice_same_masks_activation_and_decoding_as_fastai(fastai):
+    import fastai.losses as fastai_losses
+
+    x, targ = randn(2, 4, 3, 5), randint(4, 2, 3, 5)
+    ours, theirs = DiceLoss(), fastai_losses.DiceLoss()
+    assert torch.equal(DiceLoss._one_hot(targ, 4), _plain(fastai_losses.DiceLoss._one_hot(targ, 4)))
+    torch.testing.assert_close(ours.activation(x), _plain(theirs.activation(x)), atol=1e-6, rtol=0)
+    assert torch.equal(ours.decodes(x), _plain(theirs.decodes(x)))
+    assert ours.reduction == theirs.reduction == "sum" and ours.smooth == theirs.smooth
