@@ -8,7 +8,7 @@ from minilearn.callback import (
     CancelStepException, CancelTrainException, CancelValidException, Callback,
     TrainEvalCallback, before_batch_cb, event,
 )
-from minilearn.callbacks.progress import ProgressCallback
+from minilearn.callbacks.progress import ProgressCallback, ShowGraphCallback
 from minilearn.callbacks.recorder import Recorder
 from minilearn.callbacks.schedule import (
     ParamScheduler, SchedCos, SchedExp, SchedLin, SchedNo, SchedPoly, combine_scheds, combined_cos,
@@ -28,10 +28,10 @@ from minilearn.callbacks.training import (
 )
 from minilearn.callbacks.preds import CollectDataCallback, FetchPredsCallback, GatherPredsCallback, MCDropoutCallback
 from minilearn.export import InferenceLearner, load_learner
-from minilearn.data import DataLoader, DataLoaders, TorchLoader
+from minilearn.data import DataLoader, DataLoaders, TfmdDL, TorchLoader
 from minilearn.learner import Learner
 from minilearn.losses import (
-    BaseLoss, BCELossFlat, BCEWithLogitsLossFlat, CrossEntropyLossFlat, FocalLoss, FocalLossFlat, L1LossFlat,
+    BaseLoss, BCELossFlat, BCEWithLogitsLossFlat, CrossEntropyLossFlat, DiceLoss, FocalLoss, FocalLossFlat, L1LossFlat,
     LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, MSELossFlat,
 )
 from minilearn.torch_basics import (
@@ -52,7 +52,7 @@ from minilearn.scratch import ScratchBackward
 __version__ = "0.1.0"
 
 __all__ = [
-    "BaseLoss", "BCELossFlat", "BCEWithLogitsLossFlat", "CrossEntropyLossFlat", "FocalLoss", "FocalLossFlat",
+    "BaseLoss", "BCELossFlat", "BCEWithLogitsLossFlat", "CrossEntropyLossFlat", "DiceLoss", "FocalLoss", "FocalLossFlat",
     "L1LossFlat", "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat", "MSELossFlat",
     "L", "Module", "default_device", "find_bs", "find_device", "first", "kept_modes", "no_random", "replacing_yield", "set_seed", "tensor", "to_cpu",
     "to_detach", "to_device", "to_np",
@@ -67,8 +67,18 @@ __all__ = [
     "steep", "valley",
     "AccumMetric", "AvgLoss", "AvgMetric", "AvgSmoothLoss", "ValueMetric", "Callback", "CancelBackwardException",
     "CancelBatchException", "CancelEpochException", "CancelFitException", "CancelStepException",
-    "CancelTrainException", "CancelValidException", "DataLoader", "DataLoaders", "GatherPredsCallback",
-    "Learner", "Metric", "Optimizer", "ProgressCallback", "TorchLoader", "Recorder", "SGD", "StatefulMetric",
+    "CancelTrainException", "CancelValidException", "DataLoader", "DataLoaders", "TfmdDL", "GatherPredsCallback",
+    "Learner", "Metric", "Optimizer", "ProgressCallback", "ShowGraphCallback", "show_image", "show_images", "TorchLoader", "Recorder", "SGD", "StatefulMetric",
     "TrainEvalCallback", "before_batch_cb", "event", "accuracy", "accuracy_multi", "batch_accuracy", "datasets", "error_rate",
     "mae", "mnist_loss", "mse",
 ]
+
+
+def __getattr__(name: str):
+    """`show_image` / `show_images` come from `minilearn.plotting`, imported when first asked for,
+    so that `import minilearn` does not load matplotlib (about half a second)."""
+    if name in ("show_image", "show_images"):
+        from minilearn import plotting
+
+        return getattr(plotting, name)
+    raise AttributeError(f"module 'minilearn' has no attribute {name!r}")

@@ -4,12 +4,16 @@
 - In a log file or CI (stdout is not a terminal): one text line per epoch, no bar at all.
 - In Jupyter: the table as HTML, updated in place each epoch, and tqdm's notebook bar when
   ipywidgets is installed (without it, no bar: tqdm's text fallback would flood the cell).
+
+ShowGraphCallback adds fastai's live loss graph: redrawn after each epoch, shown in place in a
+notebook, kept as a Figure (and not shown) in a script.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import sys
 import time
 
@@ -146,6 +150,85 @@ class ProgressCallback(Callback):
 
     def cleanup_fit(self) -> None:
         self._close_bar()  # also when the fit raised
+
+
+class ShowGraphCallback(Callback):
+    """After each epoch, draws the training loss per batch and the validation loss per epoch.
+
+    The curves are the Recorder's: `recorder.losses` (smoothed, at batch 0, 1, ...) and each
+    epoch's `valid_loss` at the batch count where that epoch ended (`recorder.iters`), so it runs
+    after the Recorder (`order` 65, as fastai's). The x-axis spans the whole planned fit from the
+    start (the batches run so far plus the epochs still to come at the last epoch's length); the
+    y-axis spans the data, from 0 (or the lowest loss, if negative) to a little above the highest.
+    Without a validation loader only the training curve is drawn.
+
+    The graph is `graph_fig` (a Figure, a new one each fit, kept after it). In a notebook it is one
+    output, made at `before_fit` and updated in place each epoch; in a script nothing is shown.
+    Unlike fastai's it needs no progress bar to draw in. It sits out `lr_find` and `validate`, and
+    it does nothing per batch: all the work (one copy of the losses, one redraw) is at `after_epoch`.
+    """
+
+    order = 65
+    sits_out = ("lr_find", "validate")
+
+    def __init__(self, figsize: tuple[float, float] = (6, 4)):
+        if not (isinstance(figsize, (tuple, list)) and len(figsize) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in figsize)):
+            raise ValueError(f"figsize: expected (width, height) in inches, two positive numbers, got {figsize!r}")
+        self.figsize = tuple(figsize)
+        self.graph_fig = self.graph_ax = None
+        self.graph_out = None  # the notebook's display handle, or None in a script
+
+    def before_fit(self) -> None:
+        if getattr(self.learn, "recorder", None) is None:
+            raise RuntimeError("ShowGraphCallback: the learner has no Recorder (learn.recorder) to draw "
+                               "the losses from; add Recorder() to its callbacks")
+        from minilearn.plotting import new_figure
+
+        self.graph_fig, self.graph_ax = new_figure(figsize=self.figsize)
+        self.train_line, = self.graph_ax.plot([], [], label="train")
+        self.valid_line = None  # made at the first epoch with a validation loss
+        self.graph_ax.set_xlabel("iteration")
+        self.graph_ax.set_ylabel("loss")
+        try:
+            planned = (self.learn.n_epoch - self.learn.start_epoch) * len(self.learn.dls.train)
+        except TypeError:  # a train loader without a length: the first epoch will tell
+            planned = 0
+        if planned > 0:
+            self.graph_ax.set_xlim(0, planned)
+        self.graph_out = None
+        if in_notebook():
+            from IPython.display import display
+
+            # an empty output now, filled by the first epoch's graph and updated in place after it
+            self.graph_out = display(display_id=True)
+
+    def after_epoch(self) -> None:
+        rec, ax = self.learn.recorder, self.graph_ax
+        losses = rec.losses  # already on the host: the Recorder flushed them at its after_epoch
+        self.train_line.set_data(list(range(len(losses))), losses)
+        valid = [(i, row["valid_loss"]) for i, row in zip(rec.iters, rec.history)
+                 if row.get("valid_loss") is not None]
+        if valid and self.valid_line is None:
+            # markers, so that one epoch's single point is visible
+            self.valid_line, = ax.plot([], [], marker="o", label="valid")
+        if self.valid_line is not None:
+            self.valid_line.set_data([i for i, _ in valid], [v for _, v in valid])
+        ax.legend(loc="upper right")
+        ax.set_xlim(0, max(self._planned_iters(rec.iters), 1))
+        ys = [y for y in losses + [v for _, v in valid] if math.isfinite(y)]
+        if ys:
+            low, high = min(0.0, min(ys)), max(ys)
+            margin = 0.05 * (high - low) if high > low else 1.0
+            ax.set_ylim(low, high + margin)
+        if self.graph_out is not None:
+            self.graph_out.update(self.graph_fig)
+
+    def _planned_iters(self, iters: list[int]) -> int:
+        """The batches of the whole fit: those run so far, plus the epochs to come at the last one's length."""
+        done = iters[-1] if iters else 0
+        last = iters[-1] - iters[-2] if len(iters) > 1 else done
+        return done + (self.learn.n_epoch - self.learn.epoch - 1) * last
 
 
 @contextlib.contextmanager
