@@ -89,6 +89,17 @@ def _allowed_reductions(loss_cls: Any) -> tuple[str, ...]:
     return REDUCTIONS
 
 
+def checked_reduction(doc: str) -> property:
+    """A `reduction` attribute checked when set (kept as `_reduction`), for a loss's class body."""
+    def get(self) -> str:
+        return self._reduction
+
+    def set(self, value: str) -> None:
+        self._reduction = check_reduction(value)
+
+    return property(get, set, doc=doc)
+
+
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
     """Per-item `loss` reduced as torch's losses do: 'mean', 'sum', or kept ('none')."""
     if reduction == "mean":
@@ -271,14 +282,7 @@ class _ClassLoss(nn.Module):
         self.register_buffer("weight", weight)
         self.reduction = reduction
 
-    @property
-    def reduction(self) -> str:
-        """'mean', 'sum' or 'none' (one loss per item)."""
-        return self._reduction
-
-    @reduction.setter
-    def reduction(self, value: str) -> None:
-        self._reduction = check_reduction(value)
+    reduction = checked_reduction("'mean', 'sum' or 'none' (one loss per item).")
 
     def activation(self, x: Tensor) -> Tensor:
         """Softmax over the class dimension: the activation cross-entropy fuses."""
@@ -407,14 +411,7 @@ class DiceLoss:
         return (f"DiceLoss(axis={self.axis}, smooth={self.smooth}, reduction={self.reduction!r}, "
                 f"square_in_union={self.square_in_union})")
 
-    @property
-    def reduction(self) -> str:
-        """'sum', 'mean' or 'none' (one loss per image and class)."""
-        return self._reduction
-
-    @reduction.setter
-    def reduction(self, value: str) -> None:
-        self._reduction = check_reduction(value)
+    reduction = checked_reduction("'sum', 'mean' or 'none' (one loss per image and class).")
 
     def _class_axis(self, pred: Tensor) -> int:
         """`axis` as a non-negative dimension of `pred`: an error if it is out of range or the batch."""
