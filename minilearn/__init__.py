@@ -35,12 +35,21 @@ from minilearn.losses import (
     LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, MSELossFlat,
 )
 from minilearn.torch_basics import (
-    L, Module, default_device, find_bs, find_device, first, kept_modes, no_random, replacing_yield, set_seed,
-    tensor, to_cpu, to_detach, to_device, to_np,
+    L, Module, TensorBase, TensorImage, TensorMask, cast, default_device, find_bs, find_device, first, kept_modes,
+    no_random, replacing_yield, set_seed, tensor, to_cpu, to_detach, to_device, to_np,
 )
+from minilearn.metrics_segmentation import Dice, DiceMulti, JaccardCoeff, foreground_acc
+from minilearn.metrics_text import CorpusBLEUMetric
 from minilearn.metrics import (
-    AccumMetric, AvgLoss, AvgMetric, AvgSmoothLoss, Metric, StatefulMetric, ValueMetric, accuracy, accuracy_multi,
-    batch_accuracy, error_rate, mae, mnist_loss, mse,
+    AccumMetric, ActivationType, AvgLoss, AvgMetric, AvgSmoothLoss, LossMetric, LossMetrics, Metric, Perplexity,
+    StatefulMetric, ValueMetric, accuracy, accuracy_multi, batch_accuracy, error_rate, exp_rmspe, flatten_check,
+    mae, mnist_loss, mse, msle, perplexity, rmse, skm_to_fastai, top_k_accuracy,
+)
+from minilearn.metrics_sklearn import (
+    APScoreBinary, APScoreMulti, BalancedAccuracy, BrierScore, BrierScoreMulti, CohenKappa, ExplainedVariance,
+    F1Score, F1ScoreMulti, FBeta, FBetaMulti, HammingLoss, HammingLossMulti, Jaccard, JaccardMulti,
+    MatthewsCorrCoef, MatthewsCorrCoefMulti, PearsonCorrCoef, Precision, PrecisionMulti, R2Score, Recall,
+    RecallMulti, RocAuc, RocAucBinary, RocAucMulti, SpearmanCorrCoef,
 )
 from minilearn.optim import (
     SGD, Adam, BaseOptimizer, Lamb, Lookahead, Optimizer, RAdam, RMSProp, even_mults, norm_bias_params, ranger,
@@ -71,6 +80,14 @@ __all__ = [
     "Learner", "Metric", "Optimizer", "ProgressCallback", "ShowGraphCallback", "show_image", "show_images", "TorchLoader", "Recorder", "SGD", "StatefulMetric",
     "TrainEvalCallback", "before_batch_cb", "event", "accuracy", "accuracy_multi", "batch_accuracy", "datasets", "error_rate",
     "mae", "mnist_loss", "mse",
+    "ActivationType", "LossMetric", "LossMetrics", "Perplexity", "exp_rmspe", "flatten_check", "msle", "perplexity",
+    "rmse", "skm_to_fastai", "top_k_accuracy",
+    "APScoreBinary", "APScoreMulti", "BalancedAccuracy", "BrierScore", "BrierScoreMulti", "CohenKappa",
+    "ExplainedVariance", "F1Score", "F1ScoreMulti", "FBeta", "FBetaMulti", "HammingLoss", "HammingLossMulti",
+    "Jaccard", "JaccardMulti", "MatthewsCorrCoef", "MatthewsCorrCoefMulti", "PearsonCorrCoef", "Precision",
+    "PrecisionMulti", "R2Score", "Recall", "RecallMulti", "RocAuc", "RocAucBinary", "RocAucMulti",
+    "SpearmanCorrCoef", "Dice", "DiceMulti", "JaccardCoeff", "foreground_acc", "CorpusBLEUMetric",
+    "TensorBase", "TensorImage", "TensorMask", "cast",
 ]
 
 

@@ -247,7 +247,7 @@ class Learner:
         """fastai's smoothed training loss so far: the Recorder's (read on demand, so the loop never
         waits for it), or what a callback set while the Recorder is away (the LR finder's)."""
         recorder = getattr(self, "recorder", None)
-        return recorder.smooth_loss() if recorder is not None else self._smooth_loss
+        return recorder.smooth_loss.value if recorder is not None else self._smooth_loss
 
     @smooth_loss.setter
     def smooth_loss(self, value) -> None:

@@ -13,6 +13,8 @@ rank reports the metric over the whole validation set.
 
 from __future__ import annotations
 
+import enum
+import math
 import warnings
 from typing import Callable
 
@@ -24,6 +26,15 @@ from torch import Tensor
 from minilearn.checks import as_list, check_number
 from minilearn.distributed import all_gather_cat, all_reduce_sum
 from minilearn.torch_basics import find_bs
+
+
+def flatten_check(pred: Tensor, targ: Tensor) -> tuple[Tensor, Tensor]:
+    """`pred` and `targ` flattened, after checking they hold as many numbers (fastai's): an (N, 1)
+    prediction against (N,) targets is fine, (N, 10) against (N,) is an error naming both shapes."""
+    if pred.numel() != targ.numel():
+        raise ValueError(f"pred and targ: expected as many numbers in each, got predictions of shape "
+                         f"{tuple(pred.shape)} and targets of shape {tuple(targ.shape)}")
+    return pred.flatten(), targ.flatten()
 
 
 def _flat_targ(pred: Tensor, targ: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,8 +53,15 @@ def error_rate(pred: Tensor, targ: Tensor) -> Tensor:
     return 1 - accuracy(pred, targ)
 
 
+def top_k_accuracy(pred: Tensor, targ: Tensor, k: int = 5, axis: int = -1) -> Tensor:
+    """Fraction of rows whose target class is among the `k` highest scores (along `axis`)."""
+    top = pred.topk(k=k, dim=axis)[1]
+    return (top == targ.unsqueeze(axis)).any(dim=axis).float().mean()
+
+
 def accuracy_multi(pred: Tensor, targ: Tensor, thresh: float = 0.5, sigmoid: bool = True) -> Tensor:
     """Per-label accuracy for multi-label or single-output binary tasks (fastai's name)."""
+    pred, targ = flatten_check(pred, targ)
     if sigmoid:
         pred = pred.sigmoid()
     return ((pred > thresh) == targ.bool()).float().mean()
@@ -62,12 +80,30 @@ def mnist_loss(pred: Tensor, targ: Tensor) -> Tensor:
 
 def mse(pred: Tensor, targ: Tensor) -> Tensor:
     """Mean squared error."""
-    return F.mse_loss(pred, targ.view_as(pred).to(pred.dtype))
+    pred, targ = flatten_check(pred, targ)
+    return F.mse_loss(pred, targ.to(pred.dtype))
 
 
 def mae(pred: Tensor, targ: Tensor) -> Tensor:
     """Mean absolute error."""
-    return (pred - targ.view_as(pred)).abs().mean()
+    pred, targ = flatten_check(pred, targ)
+    return (pred - targ).abs().mean()
+
+
+def msle(pred: Tensor, targ: Tensor) -> Tensor:
+    """Mean squared error of log(1 + x): for positive targets spanning orders of magnitude."""
+    pred, targ = flatten_check(pred, targ)
+    return F.mse_loss(torch.log1p(pred), torch.log1p(targ.to(pred.dtype)))
+
+
+def _rmse(pred: Tensor, targ: Tensor) -> Tensor:
+    return torch.sqrt(mse(pred, targ))
+
+
+def _exp_rmspe(pred: Tensor, targ: Tensor) -> Tensor:
+    pred, targ = flatten_check(pred, targ)
+    pred, targ = torch.exp(pred), torch.exp(targ.to(pred.dtype))
+    return torch.sqrt((((targ - pred) / targ) ** 2).mean())
 
 
 class Metric:
@@ -138,9 +174,12 @@ class AvgLoss(AvgMetric):
 
 
 class AvgSmoothLoss(Metric):
-    """Exponential moving average of the loss, debiased (the train_loss column).
+    """Exponential moving average of the loss, debiased (the train_loss column), as fastai's.
 
-    `val = beta * val + (1 - beta) * loss` at every batch, reported as `val / (1 - beta**count)`.
+    `val = beta * val + (1 - beta) * loss` at every batch (starting from 0), reported as
+    `value = val / (1 - beta**count)`. `accumulate(learn)` takes a batch's loss where it is (no
+    host sync); `add(losses)` takes numbers already on the host, as the Recorder feeds it once an
+    epoch, and returns the smoothed value after each.
     """
 
     def __init__(self, beta: float = 0.98):
@@ -148,12 +187,22 @@ class AvgSmoothLoss(Metric):
         self.reset()
 
     def reset(self) -> None:
-        self.count, self.val = 0, None
+        self.count, self.val = 0, torch.tensor(0.0)
 
     def accumulate(self, learn) -> None:
-        loss = (learn.loss if learn.loss.ndim == 0 else learn.loss.mean()).float()
-        self.val = loss * (1 - self.beta) if self.val is None else torch.lerp(loss, self.val, self.beta)
+        loss = (learn.loss if learn.loss.ndim == 0 else learn.loss.mean()).detach().float()
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
         self.count += 1
+
+    def add(self, losses: list[float]) -> list[float]:
+        """Smooth these losses (floats) on from the current state; the debiased value after each."""
+        val, beta, out = float(self.val), self.beta, []
+        for loss in losses:
+            val = beta * val + (1 - beta) * loss
+            self.count += 1
+            out.append(val / (1 - beta**self.count))
+        self.val = torch.tensor(val)
+        return out
 
     @property
     def value(self):
@@ -164,32 +213,129 @@ class AvgSmoothLoss(Metric):
         return "smooth_loss"
 
 
-class AccumMetric(Metric):
-    """Stores every prediction and target, and computes `func(preds, targs)` once at the end.
+class Perplexity(AvgLoss):
+    """exp of the mean loss over the items: the perplexity of a language model's cross-entropy."""
 
-    For metrics that are not a mean over items (F1, AUC, RMSE...). `flatten` and `dim_argmax`
-    prepare predictions as fastai's `AccumMetric` does.
+    @property
+    def value(self):
+        return torch.exp(torch.as_tensor(self.total / self.count)) if self.count else None
+
+    @property
+    def name(self) -> str:
+        return "perplexity"
+
+
+perplexity = Perplexity()
+
+
+class LossMetric(AvgMetric):
+    """A column holding `learn.loss_func.<attr>` (a component of the loss that the loss function
+    keeps, as fastai's `LossMetric`), averaged over the items like the loss itself."""
+
+    def __init__(self, attr: str, nm: str | None = None):
+        if not isinstance(attr, str) or not attr:
+            raise TypeError(f"attr: expected the name of an attribute of the loss function, got {attr!r}")
+        self.attr, self.nm = attr, nm
+        self.reset()
+
+    def batch_value(self, learn) -> Tensor:
+        if not hasattr(learn.loss_func, self.attr):
+            raise AttributeError(f"LossMetric {self.name!r}: the loss function ({type(learn.loss_func).__name__}) "
+                                 f"has no attribute {self.attr!r} to report")
+        return torch.as_tensor(getattr(learn.loss_func, self.attr)).detach()
+
+    @property
+    def name(self) -> str:
+        return self.nm if self.nm is not None else self.attr
+
+
+def LossMetrics(attrs, nms=None) -> list[LossMetric]:
+    """One `LossMetric` per attribute of the loss function: `attrs` and their column names `nms`
+    as lists or comma-separated strings (fastai's)."""
+    def names(x):
+        return [a.strip() for a in x.split(",")] if isinstance(x, str) else list(x)
+    attrs = names(attrs)
+    nms = names(nms) if nms is not None else [None] * len(attrs)
+    if len(nms) != len(attrs):
+        raise ValueError(f"nms: expected one name per attribute ({len(attrs)}), got {len(nms)}")
+    return [LossMetric(a, n) for a, n in zip(attrs, nms)]
+
+
+class ActivationType(enum.Enum):
+    """What `AccumMetric` applies to the predictions first (fastai's)."""
+    No = "no"
+    Sigmoid = "sigmoid"
+    Softmax = "softmax"
+    BinarySoftmax = "binary_softmax"  # softmax, then the last class's probability
+
+
+class AccumMetric(Metric):
+    """Keeps every prediction and target, and computes `func(preds, targs)` once over all of them.
+
+    For metrics that are not a mean over items (F1, AUC, RMSE, ...). Each batch's prediction is
+    prepared as fastai's `AccumMetric` prepares it, in this order:
+    - `activation`: an `ActivationType` (softmax along `dim_argmax`, or -1 when it is None) or any
+      function of the predictions;
+    - `dim_argmax`: the argmax along that dimension, when no activation is given (fastai's rule);
+    - `thresh`: `pred >= thresh`, for scores turned into 0/1 decisions;
+    - `flatten`: predictions and targets flattened (checked to hold as many numbers).
+    At the end `func(preds, targs, **kwargs)` is called on everything, as numpy arrays with `to_np`
+    and with the arguments swapped with `invert_arg` (scikit-learn's `f(y_true, y_pred)`).
+    Under torch.distributed every rank's predictions are gathered first, so the value is the
+    metric over the whole validation set on every rank.
     """
 
-    def __init__(self, func: Callable, dim_argmax: int | None = None, activation: Callable | None = None,
-                 flatten: bool = True, name: str | None = None):
+    def __init__(self, func: Callable, dim_argmax: int | None = None, activation=ActivationType.No,
+                 thresh: float | None = None, to_np: bool = False, invert_arg: bool = False, flatten: bool = True,
+                 name: str | None = None, **kwargs):
         if not callable(func):
             raise TypeError(f"func: expected a callable f(preds, targs), got {type(func).__name__}")
-        self.func, self.dim_argmax, self.activation, self.flatten = func, dim_argmax, activation, flatten
+        if activation is None:
+            activation = ActivationType.No
+        if not isinstance(activation, ActivationType) and not callable(activation):
+            raise TypeError(f"activation: expected an ActivationType or a function, got {type(activation).__name__}")
+        if thresh is not None:
+            check_number("thresh", thresh)
+        self.func, self.dim_argmax, self.activation, self.thresh = func, dim_argmax, activation, thresh
+        self.to_np, self.invert_arg, self.flatten, self.kwargs = to_np, invert_arg, flatten, kwargs
         self._name = name
         self.reset()
 
     def reset(self) -> None:
         self.preds, self.targs = [], []
 
-    def accumulate(self, learn) -> None:
-        pred = learn.pred.detach()
-        if self.activation is not None:
-            pred = self.activation(pred)
-        if self.dim_argmax is not None:
+    def prepare(self, pred: Tensor) -> Tensor:
+        """A batch's predictions after the activation, argmax and threshold."""
+        act = self.activation
+        if act in (ActivationType.Softmax, ActivationType.BinarySoftmax):
+            pred = F.softmax(pred, dim=-1 if self.dim_argmax is None else self.dim_argmax)
+            if act is ActivationType.BinarySoftmax:
+                pred = pred[:, -1]
+        elif act is ActivationType.Sigmoid:
+            pred = torch.sigmoid(pred)
+        elif callable(act):
+            pred = act(pred)
+        elif self.dim_argmax is not None:
             pred = pred.argmax(dim=self.dim_argmax)
-        self.preds.append(pred)
-        self.targs.append(learn.yb[0].detach())
+        if self.thresh is not None:
+            pred = pred >= self.thresh
+        return pred
+
+    def accumulate(self, learn) -> None:
+        self.accum_values(self.prepare(learn.pred.detach()), learn.yb[0].detach())
+
+    def accum_values(self, preds: Tensor, targs: Tensor) -> None:
+        """Keep one batch's prepared predictions and its targets."""
+        if self.flatten:
+            preds, targs = flatten_check(preds, targs)
+        self.preds.append(preds.detach())
+        self.targs.append(targs.detach())
+
+    def __call__(self, preds: Tensor, targs: Tensor):
+        """The metric of these (already prepared) predictions alone, as fastai's."""
+        self.reset()
+        self.accum_values(preds, targs)
+        return self.value
 
     def sync(self) -> None:
         """Every process's predictions and targets gathered, in rank order, on every process."""
@@ -201,13 +347,33 @@ class AccumMetric(Metric):
         if not self.preds:
             return None
         preds, targs = torch.cat(self.preds), torch.cat(self.targs)
-        if self.flatten:
-            preds, targs = preds.flatten(), targs.flatten()
-        return self.func(preds, targs)
+        if self.to_np:
+            preds, targs = preds.cpu().numpy(), targs.cpu().numpy()
+        return self.func(targs, preds, **self.kwargs) if self.invert_arg else self.func(preds, targs, **self.kwargs)
 
     @property
     def name(self) -> str:
-        return self._name or getattr(self.func, "__name__", type(self.func).__name__)
+        if self._name:
+            return self._name
+        func = getattr(self.func, "func", self.func)  # a functools.partial: its function's name
+        return getattr(func, "__name__", type(func).__name__)
+
+
+def skm_to_fastai(func: Callable, is_class: bool = True, thresh: float | None = None, axis: int = -1,
+                  activation=None, **kwargs) -> AccumMetric:
+    """A scikit-learn metric `func(y_true, y_pred, **kwargs)` as an `AccumMetric` (fastai's rule):
+    a classification metric gets class indices (argmax along `axis`) or, with `thresh`, sigmoid
+    scores thresholded; `activation` overrides the sigmoid; `is_class=False` passes the outputs
+    as they are."""
+    if activation is None:
+        activation = ActivationType.Sigmoid if (is_class and thresh is not None) else ActivationType.No
+    dim_argmax = axis if is_class and thresh is None else None
+    return AccumMetric(func, dim_argmax=dim_argmax, activation=activation, thresh=thresh, to_np=True,
+                       invert_arg=True, **kwargs)
+
+
+rmse = AccumMetric(_rmse, name="rmse")
+exp_rmspe = AccumMetric(_exp_rmspe, name="exp_rmspe")
 
 
 class StatefulMetric(Metric):

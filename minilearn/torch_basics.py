@@ -27,7 +27,8 @@ except ImportError:  # numpy is optional for torch; only arrays, images and nump
 
 __all__ = [
     "L", "first", "tensor", "Module", "to_device", "to_cpu", "to_np", "to_detach",
-    "set_seed", "no_random", "default_device", "find_bs", "kept_modes",
+    "set_seed", "no_random", "default_device", "find_bs", "kept_modes", "TensorBase", "TensorImage",
+    "TensorMask", "cast",
 ]
 
 
@@ -82,6 +83,37 @@ def _as_array(x: Any):
     if arr.dtype == np.uint16:  # fastai's choice: 16-bit images (and counts) become float32
         arr = arr.astype(np.float32)
     return arr
+
+
+class TensorBase(Tensor):
+    """fastai's base for tensors that say what they hold (`TensorImage`, `TensorMask`). Here they
+    are plain subclasses: torch's operations keep the type, and nothing in minilearn dispatches on
+    it, so they only label data (and `show_image` draws them as any tensor)."""
+
+    def __new__(cls, x: Any) -> "TensorBase":
+        return torch.as_tensor(x).as_subclass(cls)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        # two different labels mix (an image times a mask): the result takes the first one's type
+        types = tuple(Tensor if issubclass(t, TensorBase) else t for t in types)
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+class TensorImage(TensorBase):
+    """A tensor holding an image, (C, H, W) or a batch of them (fastai's name)."""
+
+
+class TensorMask(TensorBase):
+    """A tensor holding a segmentation mask: class indices per pixel (fastai's name)."""
+
+
+def cast(x: Any, typ: type) -> Any:
+    """`x` as a `typ`: a tensor becomes that subclass sharing its data (fastai's `cast`); anything
+    else is passed to `typ`."""
+    if isinstance(x, Tensor) and isinstance(typ, type) and issubclass(typ, Tensor):
+        return x.as_subclass(typ)
+    return typ(x)
 
 
 class Module(nn.Module):

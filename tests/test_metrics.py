@@ -228,3 +228,166 @@ def test_value_metric_shows_a_number_computed_elsewhere():
     assert learn.recorder.column("custom_value") == [5e-3] and learn.recorder.column("two") == [2.0]
     with pytest.raises(TypeError, match="func: expected a callable"):
         ValueMetric(3)
+
+
+# ---------------------------------------------------------------- fastai's AccumMetric, step by step
+def test_accum_metric_prepares_predictions_as_fastai_in_order():
+    """activation (softmax along dim_argmax, sigmoid, or a function), else argmax; then thresh; then flatten."""
+    from minilearn import ActivationType
+
+    pred = torch.tensor([[1.0, 3.0], [2.0, -1.0], [0.0, 0.5]])
+    soft = torch.softmax(pred, dim=-1)
+    cases = [
+        (dict(dim_argmax=-1), pred.argmax(-1)),
+        (dict(activation=ActivationType.Softmax), soft),
+        (dict(activation=ActivationType.Softmax, dim_argmax=0), torch.softmax(pred, dim=0)),  # no argmax after it
+        (dict(activation=ActivationType.BinarySoftmax), soft[:, -1]),
+        (dict(activation=ActivationType.Sigmoid, thresh=0.6), torch.sigmoid(pred) >= 0.6),
+        (dict(activation=torch.tanh), torch.tanh(pred)),
+        (dict(thresh=1.0), pred >= 1.0),
+        (dict(), pred),
+    ]
+    for kwargs, expected in cases:
+        m = AccumMetric(lambda p, t: p, flatten=False, **kwargs)
+        assert torch.equal(m.prepare(pred), expected), kwargs
+
+
+def test_accum_metric_to_np_invert_arg_kwargs_and_call():
+    import numpy as np
+
+    seen = {}
+
+    def skl_like(y_true, y_pred, scale=1):
+        seen["types"] = (type(y_true), type(y_pred))
+        return scale * float((y_true == y_pred).mean())
+
+    m = AccumMetric(skl_like, dim_argmax=-1, to_np=True, invert_arg=True, scale=2)
+    pred, targ = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]), torch.tensor([1, 1, 0])
+    m.reset()
+    m.accum_values(m.prepare(pred[:2]), targ[:2])  # two batches, one computation
+    m.accum_values(m.prepare(pred[2:]), targ[2:])
+    assert m.value == pytest.approx(2 * 2 / 3) and seen["types"] == (np.ndarray, np.ndarray)
+    assert m(torch.tensor([1, 0]), torch.tensor([1, 1])) == pytest.approx(1.0)  # __call__: these alone
+    assert m.name == "skl_like"
+    from functools import partial
+    assert AccumMetric(partial(skl_like, scale=3)).name == "skl_like"
+    assert AccumMetric(skl_like, name="mine").name == "mine"
+    assert AccumMetric(skl_like).value is None  # nothing seen yet
+
+
+def test_accum_metric_flatten_checks_the_sizes_and_bad_arguments_are_named():
+    m = AccumMetric(lambda p, t: (p == t).float().mean())
+    with pytest.raises(ValueError, match=r"pred and targ.*\(4, 3\).*\(4,\)"):
+        m.accum_values(torch.zeros(4, 3), torch.zeros(4))
+    m.accum_values(torch.zeros(4, 1), torch.zeros(4))  # (N, 1) against (N,) is the same numbers
+    assert m.value.item() == 1.0
+    with pytest.raises(TypeError, match="activation"):
+        AccumMetric(accuracy, activation="softmax")
+    with pytest.raises(TypeError, match="func"):
+        AccumMetric(3)
+
+
+def test_skm_to_fastai_follows_fastais_rule():
+    from minilearn import ActivationType, skm_to_fastai
+
+    def f(y_true, y_pred):
+        return 0.0
+
+    cls = skm_to_fastai(f)
+    assert (cls.dim_argmax, cls.activation, cls.thresh, cls.to_np, cls.invert_arg) == \
+        (-1, ActivationType.No, None, True, True)
+    th = skm_to_fastai(f, thresh=0.3)
+    assert (th.dim_argmax, th.activation, th.thresh) == (None, ActivationType.Sigmoid, 0.3)
+    reg = skm_to_fastai(f, is_class=False)
+    assert (reg.dim_argmax, reg.activation) == (None, ActivationType.No)
+    assert skm_to_fastai(f, axis=1).dim_argmax == 1 and skm_to_fastai(f, flatten=False).flatten is False
+    assert skm_to_fastai(f, activation=ActivationType.Softmax).activation is ActivationType.Softmax
+
+
+def test_top_k_accuracy_and_regression_functions():
+    from minilearn import exp_rmspe, msle, rmse, top_k_accuracy
+
+    pred = torch.tensor([[0.1, 0.5, 0.4], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
+    targ = torch.tensor([2, 2, 0])
+    assert top_k_accuracy(pred, targ, k=1).item() == pytest.approx(0.0)
+    assert top_k_accuracy(pred, targ, k=2).item() == pytest.approx(1 / 3)
+    assert top_k_accuracy(pred, targ, k=3).item() == pytest.approx(1.0)
+    a, b = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 1.0])
+    assert msle(a, b).item() == pytest.approx(((torch.log1p(a) - torch.log1p(b)) ** 2).mean().item())
+    assert rmse(a, b).item() == pytest.approx(((a - b) ** 2).mean().sqrt().item())
+    assert exp_rmspe(a, b).item() == pytest.approx((((b.exp() - a.exp()) / b.exp()) ** 2).mean().sqrt().item())
+    assert rmse.name == "rmse" and exp_rmspe.name == "exp_rmspe"
+    assert mse(a.view(3, 1), b).item() == pytest.approx(13 / 3)  # (N, 1) against (N,): no broadcasting
+    with pytest.raises(ValueError, match="pred and targ"):
+        mse(torch.zeros(3, 2), b)
+
+
+def test_rmse_is_exact_over_the_whole_set_not_a_mean_of_batch_values():
+    from minilearn import rmse
+
+    learn = regression_learner(n=32, n_valid=45, bs=16, metrics=[rmse])
+    _, value = learn.validate()
+    vx, vy = learn.dls.valid_ds
+    with torch.no_grad():
+        exact = ((learn.model(vx) - vy) ** 2).mean().sqrt().item()
+        per_batch = [((learn.model(vx[i:i + 16]) - vy[i:i + 16]) ** 2).mean().sqrt().item() for i in (0, 16, 32)]
+    assert value == pytest.approx(exact, rel=1e-6)
+    assert abs(sum(per_batch) / 3 - exact) > 1e-6
+
+
+def test_perplexity_is_exp_of_the_mean_loss():
+    from minilearn import Perplexity, perplexity
+
+    x, y, vx, vy = class_data(n=90, n_valid=45)
+    torch.manual_seed(0)
+    learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16), nn.Linear(4, 3), nn.CrossEntropyLoss(),
+                    metrics=[perplexity])
+    loss, ppl = learn.validate()
+    assert ppl == pytest.approx(torch.exp(torch.tensor(loss)).item(), rel=1e-6)
+    assert perplexity.name == "perplexity" and isinstance(perplexity, Perplexity)
+    assert Perplexity().value is None
+
+
+def test_loss_metrics_report_components_the_loss_keeps():
+    from minilearn import LossMetric, LossMetrics
+
+    class TwoPartLoss:
+        """MSE plus an L1 part, keeping each part (for the table) as fastai's LossMetrics expects."""
+        def __call__(self, pred, targ):
+            self.mse_part = ((pred - targ) ** 2).mean()
+            self.l1_part = (pred - targ).abs().mean()
+            return self.mse_part + self.l1_part
+
+    learn = regression_learner(n=32, n_valid=45, bs=16, metrics=LossMetrics("mse_part, l1_part", "mse,l1"))
+    learn.loss_func = TwoPartLoss()
+    loss, mse_value, l1_value = learn.validate()
+    vx, vy = learn.dls.valid_ds
+    with torch.no_grad():
+        out = learn.model(vx)
+    assert [m.name for m in learn.metrics] == ["mse", "l1"]
+    assert mse_value == pytest.approx(((out - vy) ** 2).mean().item(), rel=1e-5)
+    assert l1_value == pytest.approx((out - vy).abs().mean().item(), rel=1e-5)
+    assert loss == pytest.approx(mse_value + l1_value, rel=1e-5)
+    assert [m.name for m in LossMetrics(["a", "b"])] == ["a", "b"]
+    with pytest.raises(ValueError, match="nms"):
+        LossMetrics("a,b", "x")
+    with pytest.raises(TypeError, match="attr"):
+        LossMetric("")
+    learn = regression_learner(metrics=LossMetric("missing"))
+    with pytest.raises(AttributeError, match="missing"):
+        learn.validate()
+
+
+def test_recorder_smooth_loss_is_fastais_object():
+    learn = regression_learner(n=64, bs=16)
+    sm = learn.recorder.smooth_loss
+    assert isinstance(sm, AvgSmoothLoss) and sm.beta == 0.98 and sm.count == 0 and float(sm.val) == 0.0
+    with learn.no_logging():
+        learn.fit(2)
+    sm = learn.recorder.smooth_loss
+    assert sm.count == 8 and sm.value.item() == pytest.approx(learn.recorder.losses[-1], rel=1e-6)
+    assert learn.smooth_loss.item() == pytest.approx(learn.recorder.losses[-1], rel=1e-6)
+    from minilearn import Recorder
+    assert Recorder(beta=0.9).beta == 0.9
+    with pytest.raises(ValueError, match="beta"):
+        Recorder(beta=1.5)

@@ -12,8 +12,7 @@ import torch
 
 from minilearn.callback import Callback
 from minilearn.callbacks.progress import format_time
-from minilearn.checks import check_number
-from minilearn.metrics import AvgLoss, to_float
+from minilearn.metrics import AvgLoss, AvgSmoothLoss, to_float
 
 
 class Recorder(Callback):
@@ -32,11 +31,10 @@ class Recorder(Callback):
     def __init__(self, add_time: bool = True, train_metrics: bool = False, valid_metrics: bool = True,
                  beta: float = 0.98):
         self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
-        self.beta = check_number("beta", beta, low=0, high=1, high_open=True)
         self.valid_loss = AvgLoss()
+        self._smooth = AvgSmoothLoss(beta)  # checks beta; fed by _flush, read as `smooth_loss`
         self._losses: list[float] = []  # smoothed losses as floats, made from `_pending` by _flush
         self._pending: list = []        # raw batch losses not yet flushed, still on the device
-        self._ema, self._count = 0.0, 0  # the exponential moving average, as fastai's AvgSmoothLoss
         self.lrs: list[float] = []
         self.iters: list[int] = []
         self.values: list[list] = []
@@ -57,8 +55,13 @@ class Recorder(Callback):
         return names + (["time"] if self.add_time else [])
 
     # -- events
+    @property
+    def beta(self) -> float:
+        """The smoothing of the train loss (fastai's default 0.98)."""
+        return self._smooth.beta
+
     def before_fit(self) -> None:
-        self._ema, self._count = 0.0, 0
+        self._smooth.reset()
         self._losses, self._pending, self.lrs, self.iters, self.values, self.history = [], [], [], [], [], []
         self.hps, self.log, self.start_time = {}, {}, time.perf_counter()
 
@@ -123,16 +126,15 @@ class Recorder(Callback):
         """Bring the pending batch losses to the host and smooth them: EMA with `beta`, debiased."""
         if not self._pending:
             return
-        for loss in torch.stack(self._pending).float().tolist():
-            self._ema = self.beta * self._ema + (1 - self.beta) * loss
-            self._count += 1
-            self._losses.append(self._ema / (1 - self.beta**self._count))
+        self._losses += self._smooth.add(torch.stack(self._pending).float().tolist())
         self._pending = []
 
-    def smooth_loss(self) -> torch.Tensor | None:
-        """The smoothed loss after the last training batch (read through `learn.smooth_loss`)."""
+    @property
+    def smooth_loss(self) -> AvgSmoothLoss:
+        """The smoothed train loss as fastai's `AvgSmoothLoss` (`.value`, `.beta`, `.count`), up to
+        the last training batch; `learn.smooth_loss` is its value."""
         self._flush()
-        return torch.tensor(self._losses[-1]) if self._losses else None
+        return self._smooth
 
     @property
     def losses(self) -> list[float]:
