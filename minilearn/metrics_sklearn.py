@@ -10,7 +10,10 @@ batch values). Names, arguments and defaults are fastai 2.8's:
   or the probabilities where the metric needs scores (`RocAuc`: softmax; `RocAucBinary`,
   `APScoreBinary`: the positive class's softmax probability);
 - multi-label (`...Multi`): sigmoid (unless `sigmoid=False`) then `thresh`, or the probabilities
-  for the ranking metrics (`RocAucMulti`, `APScoreMulti`);
+  for the ranking metrics (`RocAucMulti`, `APScoreMulti`; fastai takes their argmax when
+  `sigmoid=False`, which scikit-learn refuses); `MatthewsCorrCoefMulti` and `BrierScoreMulti`
+  score every (item, label) pair (fastai's 2-d call is refused, or read as one multi-class row
+  per item);
 - regression: the outputs as they are.
 
 scikit-learn and scipy are optional (`pip install "minilearn[sklearn]"`); they are imported when
@@ -133,8 +136,8 @@ def RocAucBinary(axis=-1, average="macro", sample_weight=None, max_fpr=None, mul
 # ---------------------------------------------------------------- multi-label classification
 def APScoreMulti(sigmoid=True, average="macro", pos_label=1, sample_weight=None) -> AccumMetric:
     """Average precision of each label's probability, averaged over labels (`average`)."""
-    return skm_to_fastai(_skm("APScoreMulti").average_precision_score, activation=_sigmoid_or_not(sigmoid),
-                         flatten=False, average=average, pos_label=pos_label, sample_weight=sample_weight)
+    return skm_to_fastai(_skm("APScoreMulti").average_precision_score, is_class=False,
+                         activation=_sigmoid_or_not(sigmoid), flatten=False, average=average, pos_label=pos_label, sample_weight=sample_weight)
 
 
 def BrierScoreMulti(thresh=0.5, sigmoid=True, sample_weight=None, pos_label=None) -> AccumMetric:
@@ -199,7 +202,8 @@ def RecallMulti(thresh=0.5, sigmoid=True, labels=None, pos_label=1, average="mac
 
 def RocAucMulti(sigmoid=True, average="macro", sample_weight=None, max_fpr=None) -> AccumMetric:
     """Area under the ROC curve of each label's probability, averaged over labels (`average`)."""
-    return skm_to_fastai(_skm("RocAucMulti").roc_auc_score, activation=_sigmoid_or_not(sigmoid), flatten=False,
+    return skm_to_fastai(_skm("RocAucMulti").roc_auc_score, is_class=False, activation=_sigmoid_or_not(sigmoid),
+                         flatten=False,
                          average=average, sample_weight=sample_weight, max_fpr=max_fpr)
 
 
