@@ -15,6 +15,8 @@ on fastbook's workloads, with synthetic data of the same shapes:
     W2   784-30-1 ReLU net, same data, SGD lr 0.1
     W3a  784-256-10 ReLU net, 60000 / 10000, SGD lr 0.01 momentum 0.9, cross-entropy, bs 64
     W3b  the same at bs 512
+    W4   a small CNN with BatchNorm (conv 8-16-32, stride 2, then a linear layer) on 1x28x28
+         images, 60000 / 10000, bs 64, Adam with fastai's defaults (lr 1e-3), cross-entropy
 
 Every variant does the same work per epoch: forward, loss, backward, step, zero_grad per training
 batch, plus the batch's loss kept on the device and turned into fastai's smoothed loss (EMA,
@@ -55,7 +57,7 @@ from torch import nn
 from torch.utils.data import DataLoader as TorchDataLoader, TensorDataset
 
 import minilearn
-from minilearn import SGD, DataLoaders, Learner, mnist_loss
+from minilearn import SGD, Adam, DataLoaders, Learner, mnist_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -81,6 +83,8 @@ class Workload:
     n_out: int
     lr: float
     mom: float
+    arch: str = "mlp"  # "mlp" (a linear model when hidden is None) or "cnn"
+    opt: str = "sgd"   # "sgd" (with `mom`) or "adam" (fastai's defaults)
 
     def sizes(self, scale: float) -> tuple[int, int]:
         """The sample counts at `scale` (at least 2 each)."""
@@ -95,6 +99,11 @@ class Workload:
         return mnist_loss if self.n_out == 1 else nn.CrossEntropyLoss()
 
     def model(self) -> nn.Module:
+        if self.arch == "cnn":
+            def block(c_in, c_out):
+                return [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            return nn.Sequential(*block(1, 8), *block(8, 16), *block(16, 32), nn.Flatten(),
+                                 nn.Linear(32 * 4 * 4, self.n_out))
         if self.hidden is None:
             return nn.Linear(28 * 28, self.n_out)
         return nn.Sequential(nn.Linear(28 * 28, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.n_out))
@@ -105,6 +114,8 @@ WORKLOADS = {
     "W2": Workload("W2", "784-30-1 ReLU, bs 256, SGD lr 0.1", 12396, 2038, 256, 30, 1, 0.1, 0.0),
     "W3a": Workload("W3a", "784-256-10 ReLU, bs 64, SGD mom 0.9", 60000, 10000, 64, 256, 10, 0.01, 0.9),
     "W3b": Workload("W3b", "784-256-10 ReLU, bs 512, SGD mom 0.9", 60000, 10000, 512, 256, 10, 0.01, 0.9),
+    "W4": Workload("W4", "CNN 8-16-32 + BatchNorm, bs 64, Adam", 60000, 10000, 64, None, 10, 1e-3, 0.9,
+                   arch="cnn", opt="adam"),
 }
 
 
@@ -120,12 +131,16 @@ def make_data(w: Workload, scale: float, seed: int = 0) -> tuple[torch.Tensor, .
         scores = (t - 0.5) @ teacher
         return (scores > 0).long() if w.n_out == 1 else scores.argmax(dim=1)  # (n, 1) 0/1 or (n,) classes
 
+    if w.arch == "cnn":  # the same pixels as images
+        return x.view(-1, 1, 28, 28), label(x), vx.view(-1, 1, 28, 28), label(vx)
     return x, label(x), vx, label(vx)
 
 
 # ---------------------------------------------------------------------------------------- variants
 def opt_func(w: Workload):
-    """minilearn's SGD with the workload's momentum, called as `opt_func(params, lr=...)`."""
+    """minilearn's optimiser for the workload (SGD with its momentum, or Adam), called as `opt_func(params, lr=...)`."""
+    if w.opt == "adam":
+        return Adam
     return functools.partial(SGD, mom=w.mom) if w.mom else SGD
 
 
@@ -205,8 +220,11 @@ def make_variant(key: str, w: Workload, data, init_state: dict, device: torch.de
             learn.fit(1)
         return epoch
     if key == "e":
-        fastai_learner, fastai_sgd, fastai_progress = import_fastai()
-        fa_opt = functools.partial(fastai_sgd, mom=w.mom) if w.mom else fastai_sgd
+        fastai_learner, fastai_optim, fastai_progress = import_fastai()
+        if w.opt == "adam":
+            fa_opt = fastai_optim.Adam
+        else:
+            fa_opt = functools.partial(fastai_optim.SGD, mom=w.mom) if w.mom else fastai_optim.SGD
         learn = fastai_learner.Learner(dls, model, loss_func=loss_func, opt_func=fa_opt, lr=w.lr)
         learn.remove_cb(fastai_progress)
         learn.logger = lambda *args: None  # without its progress callback fastai prints raw lists
@@ -218,13 +236,13 @@ def make_variant(key: str, w: Workload, data, init_state: dict, device: torch.de
 
 
 def import_fastai():
-    """fastai's Learner module, SGD and ProgressCallback, imported quietly (its import warns)."""
+    """fastai's Learner module, optimiser module and ProgressCallback, imported quietly (its import warns)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import fastai.callback.progress
         import fastai.learner
         import fastai.optimizer
-    return fastai.learner, fastai.optimizer.SGD, fastai.callback.progress.ProgressCallback
+    return fastai.learner, fastai.optimizer, fastai.callback.progress.ProgressCallback
 
 
 def fastai_available() -> bool:
@@ -503,7 +521,8 @@ def targets(results: dict, imports: dict | None, memory: list[dict] | None, sync
     for wname, (s, _) in results.items():
         if "a" in s and "c" in s:
             r, text = ratio(s, "c", "a")
-            check(f"{wname} (c)/(a) <= 1.10", r <= 1.10, text)
+            limit = 1.05 if wname == "W4" else 1.10  # W4: issue 14's bound
+            check(f"{wname} (c)/(a) <= {limit:.2f}", r <= limit, text)
         if "a" in s and "d" in s:
             r, text = ratio(s, "d", "a")
             check(f"{wname} (d)/(a) <= 1.15", r <= 1.15, text)
@@ -628,7 +647,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions per variant (default 5)")
-    p.add_argument("--workloads", default="W1,W2,W3a,W3b", help="comma-separated subset of " + ",".join(WORKLOADS))
+    p.add_argument("--workloads", default="W1,W2,W3a,W3b,W4", help="comma-separated subset of " + ",".join(WORKLOADS))
     p.add_argument("--variants", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (a is the reference)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the sample counts (e.g. 0.01 for a smoke run)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -52,7 +52,9 @@ from minilearn.metrics_sklearn import (
     RecallMulti, RocAuc, RocAucBinary, RocAucMulti, SpearmanCorrCoef,
 )
 from minilearn.optim import (
-    SGD, Adam, BaseOptimizer, Lamb, Lookahead, Optimizer, RAdam, RMSProp, even_mults, norm_bias_params, ranger,
+    SGD, Adam, BaseOptimizer, Lamb, Larc, Lookahead, Optimizer, QHAdam, RAdam, RMSProp, adam_step, average_grad,
+    average_sqr_grad, debias, even_mults, l2_reg, lamb_step, larc_layer_lr, larc_step, momentum_step,
+    norm_bias_params, qhadam_step, radam_step, ranger, rms_prop_step, sgd_step, step_stat, weight_decay,
 )
 from minilearn.optim_torch import OptimWrapper, make_opt_func, params_for_torch
 from minilearn import datasets, scratch
@@ -88,6 +90,9 @@ __all__ = [
     "PrecisionMulti", "R2Score", "Recall", "RecallMulti", "RocAuc", "RocAucBinary", "RocAucMulti",
     "SpearmanCorrCoef", "Dice", "DiceMulti", "JaccardCoeff", "foreground_acc", "CorpusBLEUMetric",
     "TensorBase", "TensorImage", "TensorMask", "cast",
+    "Larc", "QHAdam", "adam_step", "average_grad", "average_sqr_grad", "debias", "l2_reg", "lamb_step",
+    "larc_layer_lr", "larc_step", "momentum_step", "qhadam_step", "radam_step", "rms_prop_step", "sgd_step",
+    "step_stat", "weight_decay",
 ]
 
 

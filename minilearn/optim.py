@@ -1,20 +1,29 @@
-"""Optimisers written here: parameter groups, per-group hyper-parameters, per-parameter state.
+"""Optimisers written here: fastai's step functions, parameter groups, per-group hyper-parameters.
+
+An optimiser is fastai's `Optimizer(params, cbs, **defaults)`: a list of step functions
+(`weight_decay`, `average_grad`, `adam_step`, ...) applied in order to each parameter, as
+fastbook chapter 16 builds them; `SGD`, `RMSProp`, `Adam`, `RAdam`, `QHAdam`, `Larc`, `Lamb` are
+such compositions, `Lookahead` (and `ranger`) wraps one. Where every step function of an
+optimiser acts number by number, a group's parameters are laid end to end in one flat tensor
+and each step function runs once on it (the arithmetic is still written here), with the same
+results as the per-parameter loop.
 
 The interface is fastai's: `opt.hypers` is a list of dicts (one per group), `set_hyper(name, v)`
 changes a hyper-parameter in every group (a scalar, one value per group, or a `slice` spread over
 the groups), `freeze_to(n)` / `unfreeze()` choose which groups train, `step()` and `zero_grad()`
 as in PyTorch. Schedules and the recorder talk to an optimiser only through that interface, so
-`SGD`, `RMSProp`, `Adam`, `RAdam`, `Lamb`, `Lookahead` (and `ranger`) and `OptimWrapper` (any
-`torch.optim` optimiser under our hyper-parameter names, in `minilearn.optim_torch`, built on
-`BaseOptimizer` here) are interchangeable.
+ours and `OptimWrapper` (any `torch.optim` optimiser under our hyper-parameter names, in
+`minilearn.optim_torch`, built on `BaseOptimizer` here) are interchangeable.
 
 Every optimiser exposes `lr` and `mom` in `hypers` (for Adam-like ones `mom` is beta1 and
-`sqr_mom` beta2, as in fastai). Numerics are checked against `torch.optim` in tests/test_optim.py.
+`sqr_mom` beta2, as in fastai). Numerics are checked against fastai and `torch.optim` in
+tests/test_optim.py.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import numbers
 import warnings
@@ -32,8 +41,8 @@ def _as_param_groups(params) -> list[list[Tensor]]:
     """Accept parameters, a module, or a list of parameter lists (one per group)."""
     if isinstance(params, nn.Module):
         params = list(params.parameters())
-    if isinstance(params, Tensor):  # iterating a tensor would give its rows, not parameters
-        raise TypeError("params: expected an iterable of tensors (e.g. model.parameters()), got a single tensor")
+    if isinstance(params, Tensor):  # one parameter (iterating it would give its rows)
+        params = [params]
     params = list(params)
     if not params:
         raise ValueError("params: expected parameters to optimise, got an empty list")
@@ -121,16 +130,6 @@ def _is_array(value) -> bool:
 def _clone_state(state: dict) -> dict:
     """A copy of one parameter's state whose tensors don't change when the optimiser steps on."""
     return {k: v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v) for k, v in state.items()}
-
-
-def _weight_decay(p: Tensor, grad: Tensor, state: dict, lr: float, wd: float, decouple: bool) -> Tensor:
-    """Apply weight decay: shrink `p` in place (decoupled, AdamW-style) or return `grad + wd * p` (L2)."""
-    if wd == 0 or not state.get("do_wd", True):
-        return grad
-    if decouple:
-        p.mul_(1 - lr * wd)
-        return grad
-    return grad.add(p, alpha=wd)  # not in place: p.grad stays the gradient the loss gave
 
 
 # fastai's `norm_types` (plus SyncBatchNorm, a BatchNorm for several processes).
@@ -237,36 +236,401 @@ class BaseOptimizer:
         return f"{type(self).__name__}({len(self.param_lists)} group(s), {self.hypers[-1]})"
 
 
-# ---------------------------------------------------------------------------------------- ours
-class Optimizer(BaseOptimizer):
-    """Base of our optimisers: parameter groups with their hyper-parameters; subclasses update.
+# ---------------------------------------------------------------------------------------- step functions
+# fastai's optimiser is a list of step functions `f(p, lr=..., **hypers_and_state)`, called in
+# order for each parameter with a gradient; one may return a dict, which is merged into that
+# parameter's state and passed to the next ones (fastbook chapter 16). A function's `defaults`
+# attribute gives default hyper-parameters. Each function below computes exactly what minilearn's
+# optimisers computed before they were written this way, and fastai's step to rounding.
+#
+# The ones marked `_elementwise` treat every number of a parameter alike (no norm, no sum), so
+# they give the same result on many parameters laid end to end in one flat tensor as on each
+# parameter alone: the optimiser's fast path (`_FlatRun`) relies on that.
 
-    A subclass implements `update(p, state, **hypers)` for one parameter with a gradient;
-    `state` is that parameter's own dict, kept across steps and saved by `state_dict()`.
+_ELEMENTWISE: set = set()  # step functions that act number by number
+
+
+def _elementwise(step_fn):
+    """Mark `step_fn` as acting number by number (see above)."""
+    _ELEMENTWISE.add(step_fn)
+    return step_fn
+
+
+@_elementwise
+def weight_decay(p: Tensor, lr: float, wd: float, do_wd: bool = True, **kwargs) -> None:
+    """Decoupled weight decay (AdamW's): `p *= 1 - lr * wd`, unless `do_wd` is False for `p`."""
+    if do_wd and wd != 0:
+        p.mul_(1 - lr * wd)
+
+
+weight_decay.defaults = dict(wd=0.0)
+
+
+@_elementwise
+def l2_reg(p: Tensor, lr: float, wd: float, do_wd: bool = True, **kwargs) -> None:
+    """L2 regularisation: `wd * p` added to the gradient, unless `do_wd` is False for `p`."""
+    if do_wd and wd != 0:
+        p.grad.add_(p, alpha=wd)
+
+
+l2_reg.defaults = dict(wd=0.0)
+
+
+@_elementwise
+def average_grad(p: Tensor, mom: float, dampening: bool = False, grad_avg: Tensor | None = None, **kwargs) -> dict:
+    """The running average of the gradient, `grad_avg`: `mom * grad_avg + grad` (momentum), or with
+    `dampening` `mom * grad_avg + (1 - mom) * grad` (Adam's first moment)."""
+    if grad_avg is None:
+        grad_avg = torch.zeros_like(p)
+    if dampening:
+        grad_avg.lerp_(p.grad, 1 - mom)
+    else:
+        grad_avg.mul_(mom).add_(p.grad)
+    return {"grad_avg": grad_avg}
+
+
+average_grad.defaults = dict(mom=0.9)
+
+
+@_elementwise
+def average_sqr_grad(p: Tensor, sqr_mom: float, dampening: bool = True, sqr_avg: Tensor | None = None,
+                     **kwargs) -> dict:
+    """The running average of the squared gradient, `sqr_avg`: `sqr_mom * sqr_avg + (1 - sqr_mom) * grad²`
+    (without `dampening`: `+ grad²`)."""
+    if sqr_avg is None:
+        sqr_avg = torch.zeros_like(p)
+    sqr_avg.mul_(sqr_mom).addcmul_(p.grad, p.grad, value=1 - sqr_mom if dampening else 1.0)
+    return {"sqr_avg": sqr_avg}
+
+
+average_sqr_grad.defaults = dict(sqr_mom=0.99)
+
+
+@_elementwise
+def step_stat(p: Tensor, step: int = 0, **kwargs) -> dict:
+    """Count the steps taken for `p` (a Python int, so debiasing never waits for the device)."""
+    return {"step": step + 1}
+
+
+def debias(mom: float, damp: float, step: int) -> float:
+    """fastai's debiasing factor of a running average after `step` steps: `damp * (1 - mom**step) / (1 - mom)`
+    (`1 - mom**step` for a dampened average)."""
+    return damp * (1 - mom**step) / (1 - mom)
+
+
+@_elementwise
+def sgd_step(p: Tensor, lr: float, **kwargs) -> None:
+    """Plain gradient descent: `p -= lr * grad`."""
+    p.add_(p.grad, alpha=-lr)
+
+
+@_elementwise
+def momentum_step(p: Tensor, lr: float, grad_avg: Tensor, **kwargs) -> None:
+    """Gradient descent along the averaged gradient: `p -= lr * grad_avg`."""
+    p.add_(grad_avg, alpha=-lr)
+
+
+@_elementwise
+def rms_prop_step(p: Tensor, lr: float, sqr_avg: Tensor, eps: float, grad_avg: Tensor | None = None,
+                  **kwargs) -> None:
+    """RMSProp: `p -= lr * g / (sqrt(sqr_avg) + eps)`, `g` the averaged gradient if there is one."""
+    denom = sqr_avg.sqrt().add_(eps)
+    p.addcdiv_(grad_avg if grad_avg is not None else p.grad, denom, value=-lr)
+
+
+rms_prop_step.defaults = dict(eps=1e-8)
+
+
+@_elementwise
+def adam_step(p: Tensor, lr: float, mom: float, step: int, sqr_mom: float, grad_avg: Tensor, sqr_avg: Tensor,
+              eps: float, **kwargs) -> None:
+    """Adam's step on the debiased averages: `p -= lr * m̂ / (sqrt(v̂) + eps)`."""
+    debias1, debias2 = 1 - mom**step, 1 - sqr_mom**step
+    denom = (sqr_avg.sqrt() / math.sqrt(debias2)).add_(eps)
+    p.addcdiv_(grad_avg, denom, value=-lr / debias1)
+
+
+adam_step.defaults = dict(eps=1e-5)
+
+
+def _radam_rect(sqr_mom: float, step: int) -> float | None:
+    """RAdam's rectification of the step after `step` steps, or None while the variance estimate
+    is unreliable (rho <= 5: plain momentum SGD)."""
+    rho_inf = 2 / (1 - sqr_mom) - 1
+    rho = rho_inf - 2 * step * sqr_mom**step / (1 - sqr_mom**step)
+    if rho <= 5:
+        return None
+    return math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+
+
+@_elementwise
+def radam_step(p: Tensor, lr: float, mom: float, step: int, sqr_mom: float, grad_avg: Tensor, sqr_avg: Tensor,
+               eps: float, beta: float, **kwargs) -> None:
+    """Rectified Adam's step (fastai's): Adam's on `sqrt(v̂) + eps` (softplus'd with `beta > 0`),
+    scaled by the rectification, or momentum SGD on m̂ while it is undefined."""
+    debias1 = 1 - mom**step
+    rect = _radam_rect(sqr_mom, step)
+    if rect is None:
+        p.add_(grad_avg, alpha=-lr / debias1)
+        return
+    denom = (sqr_avg / (1 - sqr_mom**step)).sqrt_()
+    if eps:
+        denom.add_(eps)
+    if beta:
+        denom = F.softplus(denom, beta=beta)
+    p.addcdiv_(grad_avg, denom, value=-lr * rect / debias1)
+
+
+radam_step.defaults = dict(eps=1e-5, beta=0.0)
+
+
+@_elementwise
+def qhadam_step(p: Tensor, lr: float, mom: float, sqr_mom: float, sqr_avg: Tensor, nu_1: float, nu_2: float,
+                step: int, grad_avg: Tensor, eps: float, **kwargs) -> None:
+    """Quasi-hyperbolic Adam's step: `nu_1` / `nu_2` mix the raw gradient into Adam's averages."""
+    debias1, debias2 = 1 - mom**step, 1 - sqr_mom**step
+    num = (p.grad * (1 - nu_1)).add_(grad_avg / debias1, alpha=nu_1)
+    denom = (p.grad * p.grad).mul_(1 - nu_2).add_(sqr_avg / debias2, alpha=nu_2).sqrt_().add_(eps)
+    p.addcdiv_(num, denom, value=-lr)
+
+
+qhadam_step.defaults = dict(eps=1e-8)
+
+
+def larc_layer_lr(p: Tensor, lr: float, trust_coeff: float, wd: float, eps: float, clip: bool = True,
+                  **kwargs) -> dict:
+    """LARC's per-layer learning rate `lr * trust_coeff * ||p|| / (||grad|| + wd * ||p|| + eps)`,
+    at most `lr` with `clip` (computed on the device: a step never waits for it)."""
+    p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(p.grad)
+    local_lr = lr * trust_coeff * p_norm / (g_norm + p_norm * wd + eps)
+    return {"local_lr": local_lr.clamp(max=lr) if clip else local_lr}
+
+
+larc_layer_lr.defaults = dict(trust_coeff=0.02, wd=0.0, eps=1e-8)
+
+
+def larc_step(p: Tensor, local_lr: Tensor, grad_avg: Tensor | None = None, **kwargs) -> None:
+    """LARC's step: `p -= local_lr * g`, `g` the averaged gradient if there is one."""
+    p.sub_((p.grad if grad_avg is None else grad_avg) * local_lr)
+
+
+def lamb_step(p: Tensor, lr: float, mom: float, step: int, sqr_mom: float, grad_avg: Tensor, sqr_avg: Tensor,
+              eps: float, **kwargs) -> None:
+    """LAMB's step: Adam's debiased step scaled by the trust ratio `||p|| / ||step||`, at most 10,
+    and 1 where either norm is 0 (fastai's rule), computed on the device."""
+    adam = (grad_avg / (1 - mom**step)).div_((sqr_avg / (1 - sqr_mom**step)).sqrt_().add_(eps))
+    p_norm, step_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(adam)
+    trust = torch.where((p_norm > 0) & (step_norm > 0), (p_norm / step_norm).clamp(max=10.0), 1.0)
+    p.sub_(adam.mul_(trust * lr))
+
+
+lamb_step.defaults = dict(eps=1e-5)
+
+
+def _defaults_of(cb) -> dict:
+    """A step function's `defaults` (a partial's: its function's, less what it binds)."""
+    if isinstance(cb, functools.partial):
+        return {k: v for k, v in getattr(cb.func, "defaults", {}).items() if k not in cb.keywords}
+    return dict(getattr(cb, "defaults", {}) or {})
+
+
+def _is_elementwise(cb) -> bool:
+    """Whether a step function (or a keyword partial of one) acts number by number."""
+    if isinstance(cb, functools.partial):
+        return not cb.args and cb.func in _ELEMENTWISE
+    return cb in _ELEMENTWISE
+
+
+class _FlatRun:
+    """Parameters of one group laid end to end in one flat tensor, with their state likewise, so
+    that each (elementwise) step function runs once over all of them: the optimiser's fast path.
+
+    The parameters' data become views of `param` (`p.data = view`): the model sees the same
+    tensors, and copies into them (loading weights) keep the layout. Their state tensors become
+    views of the run's (`state`). A run is remade whenever that no longer holds: a parameter
+    moved or replaced, state loaded, the set of parameters with a gradient changed.
     """
 
-    def __init__(self, params, **defaults):
+    def __init__(self, ps: list[Tensor], states: list[dict]):
+        self.ps, self.sizes = ps, [p.numel() for p in ps]
+        self.param = torch.cat([p.detach().reshape(-1) for p in ps])
+        for p, view in zip(ps, self.param.split(self.sizes)):
+            p.data = view.view_as(p)
+        self.ptrs = [p.data_ptr() for p in ps]
+        self.state: dict = {}
+        self.views: dict[str, list[Tensor]] = {}  # key -> each parameter's view of state[key]
+        for key in states[0]:  # `adoptable` checked that every parameter has the same keys
+            values = [s[key] for s in states]
+            self.state[key] = torch.cat([v.reshape(-1) for v in values]) if isinstance(values[0], Tensor) else values[0]
+        self._share(states)
+
+    @staticmethod
+    def adoptable(ps: list[Tensor], states: list[dict]) -> bool:
+        """Whether these parameters' states can be one flat state: the same keys, equal numbers
+        (the step count), tensors of each parameter's shape, dtype and device."""
+        keys = states[0].keys()
+        for p, s in zip(ps, states):
+            if s.keys() != keys:
+                return False
+            for k, v in s.items():
+                if isinstance(v, Tensor):
+                    if v.shape != p.shape or v.dtype != p.dtype or v.device != p.device:
+                        return False
+                elif v != states[0][k]:
+                    return False
+        return True
+
+    def holds(self, ps: list[Tensor], states: list[dict]) -> bool:
+        """Whether the run still is these parameters and their state, laid out as it made them."""
+        if len(ps) != len(self.ps) or any(a is not b for a, b in zip(ps, self.ps)):
+            return False
+        if any(p.data_ptr() != ptr or not p.is_contiguous() for p, ptr in zip(ps, self.ptrs)):
+            return False
+        for i, s in enumerate(states):
+            if len(s) != len(self.state):
+                return False
+            for key, flat in self.state.items():
+                v = s.get(key, _MISSING)
+                if (v is not self.views[key][i]) if key in self.views else (v != flat):
+                    return False
+        return True
+
+    def _share(self, states: list[dict]) -> None:
+        """Give every parameter its part of the flat state: views of the tensors, the numbers as they are."""
+        for key, value in self.state.items():
+            if isinstance(value, Tensor):
+                if key not in self.views or self.views[key][0]._base is not value:
+                    self.views[key] = [v.view_as(p) for v, p in zip(value.split(self.sizes), self.ps)]
+                for s, v in zip(states, self.views[key]):
+                    s[key] = v
+            else:
+                self.views.pop(key, None)
+                for s in states:
+                    s[key] = value
+
+    def step(self, cbs: list, hypers: dict, states: list[dict]) -> None:
+        """Run the step functions once on the flat parameter, gradient and state."""
+        self.param.grad = torch.cat([p.grad.reshape(-1) for p in self.ps])
+        try:
+            for cb in cbs:
+                out = cb(self.param, **{**self.state, **hypers})
+                if out:
+                    self.state.update(out)
+        finally:
+            self.param.grad = None
+        self._share(states)
+
+
+_MISSING = object()
+
+# A run holds at most this many numbers (a parameter larger than that is a run of its own), so
+# that a step function's successive passes over it stay in the CPU's cache: one flat tensor of
+# millions of numbers would be read from memory at every pass, slower than parameter by parameter.
+FLAT_RUN_NUMEL = 1 << 17
+
+
+def _chunked(runs: dict):
+    """Each run's parameters cut, in order, into consecutive pieces of at most FLAT_RUN_NUMEL numbers."""
+    for key, ps in runs.items():
+        piece, numel, k = [], 0, 0
+        for p in ps:
+            if piece and numel + p.numel() > FLAT_RUN_NUMEL:
+                yield key + (k,), piece
+                piece, numel, k = [], 0, k + 1
+            piece.append(p)
+            numel += p.numel()
+        yield key + (k,), piece
+
+
+# ---------------------------------------------------------------------------------------- ours
+class Optimizer(BaseOptimizer):
+    """fastai's optimiser: step functions `cbs` applied to every parameter with a gradient.
+
+    `params`: a tensor, a list of them, a module, or a list of lists (one per parameter group).
+    `cbs`: step functions `f(p, lr=..., **hypers)` run in order at each step (see the section
+    above); each is passed the group's hyper-parameters and the parameter's state, and what it
+    returns (a dict) joins that state. The hyper-parameters are the functions' `defaults`, then
+    `defaults` given here; they are kept per group in `hypers`.
+    `train_bn`: fastai's; with False, `freeze_to` freezes the parameters it was told to keep
+    trainable (the Learner passes the normalisation layers) as well.
+    `multi_tensor`: when every step function is elementwise (all of minilearn's but LARC's and
+    LAMB's, which take a norm per parameter), each group's parameters with a gradient are laid
+    end to end in one flat tensor (split by dtype, device and weight-decay exclusion), and each
+    step function runs once on it: a handful of kernels per step instead of a handful per
+    parameter, with the same numbers. A step function of your own, a parameter that is not
+    contiguous (channels-last weights) or states that differ (step counts) use the per-parameter
+    loop, for those parameters, automatically. False: always the loop.
+    """
+
+    def __init__(self, params, cbs=(), train_bn: bool = True, multi_tensor: bool = True, **defaults):
         groups = _as_param_groups(params)
-        for k, v in defaults.items():
+        cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs]
+        for i, cb in enumerate(cbs):
+            if not callable(cb):
+                raise TypeError(f"cbs: expected step functions f(p, lr=..., **hypers), got {type(cb).__name__} "
+                                f"at position {i}")
+        merged: dict = {}
+        for cb in cbs:
+            merged.update(_defaults_of(cb))
+        merged.update(defaults)
+        for k, v in merged.items():
             _check_number(k, v)
+        self.cbs, self.train_bn, self.multi_tensor = cbs, bool(train_bn), bool(multi_tensor)
         self.param_lists = groups
-        self.hypers = [{k: _as_float(v) for k, v in defaults.items()} for _ in groups]
+        self.hypers = [{k: _as_float(v) for k, v in merged.items()} for _ in groups]
         self.state: dict[Tensor, dict] = {}
+        self._elementwise = bool(cbs) and all(_is_elementwise(cb) for cb in cbs)
+        self._runs: dict = {}  # (group, dtype, device, do_wd) -> _FlatRun
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether `step()` lays parameters out flat (`multi_tensor` on, every step function elementwise)."""
+        return self.multi_tensor and self._elementwise
 
     @torch.no_grad()
     def step(self) -> None:
         """Update every parameter that has a gradient."""
-        for p, hypers in self.all_params(with_grad=True):
-            self.update(p, self.state.setdefault(p, {}), **hypers)
+        fast = self.fast_path
+        for gi, (group, hypers) in enumerate(zip(self.param_lists, self.hypers)):
+            loop = []
+            runs: dict = {}
+            for p in group:
+                if p.grad is None:
+                    continue
+                state = self.state.setdefault(p, {})
+                if fast and p.is_contiguous() and p.grad.layout == torch.strided:
+                    runs.setdefault((gi, p.dtype, p.device, state.get("do_wd", True)), []).append(p)
+                else:
+                    loop.append(p)
+            for key, ps in _chunked(runs):
+                states = [self.state[p] for p in ps]
+                run = self._runs.get(key)
+                if run is None or not run.holds(ps, states):
+                    if len(ps) == 1 or not _FlatRun.adoptable(ps, states):
+                        self._runs.pop(key, None)
+                        loop += ps
+                        continue
+                    run = self._runs[key] = _FlatRun(ps, states)
+                run.step(self.cbs, hypers, states)
+            for p in loop:
+                self._step_one(p, hypers)
 
-    def update(self, p: Tensor, state: dict, **hypers) -> None:
-        """Update one parameter `p` (which has a gradient) in place; `state` is its own dict."""
-        raise NotImplementedError
+    def _step_one(self, p: Tensor, hypers: dict) -> None:
+        """The step functions on one parameter, its state passed in and updated."""
+        state = self.state.setdefault(p, {})
+        for cb in self.cbs:
+            out = cb(p, **{**state, **hypers})
+            if out:
+                state.update(out)
 
     def zero_grad(self) -> None:
         """Drop the gradients (set to None, as PyTorch does by default)."""
         for p, _ in self.all_params(with_grad=True):
             p.grad = None
+
+    def freeze_to(self, n: int, keep_trainable: Iterable[Tensor] = ()) -> None:
+        """`BaseOptimizer.freeze_to`; with `train_bn=False` nothing is kept trainable in frozen groups."""
+        super().freeze_to(n, keep_trainable if self.train_bn else ())
 
     def _write_hyper(self, name: str, values: list) -> None:
         for hypers, v in zip(self.hypers, values):
@@ -323,8 +687,14 @@ class Optimizer(BaseOptimizer):
                                      f"it has shape {tuple(p.shape)}")
 
 
+def _decay(decouple_wd: bool):
+    """The weight-decay step function: decoupled (`weight_decay`) or L2 (`l2_reg`)."""
+    return weight_decay if decouple_wd else l2_reg
+
+
 class SGD(Optimizer):
-    """Stochastic gradient descent with momentum and weight decay, as fastai's `SGD`.
+    """Stochastic gradient descent with momentum and weight decay: fastai's composition
+    `[weight_decay or l2_reg, average_grad (if mom), sgd_step or momentum_step]`.
 
     `mom`: heavy-ball momentum (`buf = mom * buf + grad`, PyTorch's SGD without dampening).
     As in fastai, momentum is used only if `mom != 0` when the optimiser is made; its value is
@@ -333,148 +703,115 @@ class SGD(Optimizer):
     with `decouple_wd=False`.
     """
 
-    def __init__(self, params, lr: float = 1e-3, mom: float = 0.0, wd: float = 0.0, decouple_wd: bool = True):
-        super().__init__(params, lr=lr, mom=mom, wd=wd)
-        self.decouple_wd, self.use_mom = decouple_wd, mom != 0
-
-    def update(self, p: Tensor, state: dict, lr: float, mom: float, wd: float, **_) -> None:
-        grad = _weight_decay(p, p.grad, state, lr, wd, self.decouple_wd)
-        if self.use_mom:
-            buf = state.get("grad_avg")
-            if buf is None:
-                buf = state["grad_avg"] = grad.clone()
-            else:
-                buf.mul_(mom).add_(grad)
-            grad = buf
-        p.add_(grad, alpha=-lr)
+    def __init__(self, params, lr: float = 1e-3, mom: float = 0.0, wd: float = 0.0, decouple_wd: bool = True,
+                 multi_tensor: bool = True):
+        cbs = [_decay(decouple_wd)] + ([average_grad, momentum_step] if mom != 0 else [sgd_step])
+        super().__init__(params, cbs, multi_tensor=multi_tensor, lr=lr, mom=mom, wd=wd)
+        self.decouple_wd = decouple_wd
 
 
 class RMSProp(Optimizer):
-    """RMSProp with fastai's names and defaults, computing what `torch.optim.RMSprop` computes.
+    """RMSProp, fastai's composition `[weight_decay or l2_reg, average_grad (if mom),
+    average_sqr_grad, rms_prop_step]`.
 
-    `sq = sqr_mom * sq + (1 - sqr_mom) * grad²` (no debiasing, as both fastai and torch), then
-    `p -= lr * grad / (sqrt(sq) + eps)`; with momentum (used if `mom != 0` when made, as fastai),
-    `buf = mom * buf + grad / (sqrt(sq) + eps)` and `p -= lr * buf`. That momentum is torch's:
-    fastai averages the raw gradient and divides the average by the current `sqrt(sq) + eps`.
-    `wd`: decoupled by default, L2 (torch's `weight_decay`) with `decouple_wd=False`.
+    `sq = sqr_mom * sq + (1 - sqr_mom) * grad²` (no debiasing), then
+    `p -= lr * grad / (sqrt(sq) + eps)`. With momentum (used if `mom != 0` when made, as fastai)
+    the raw gradient is averaged (`buf = mom * buf + grad`) and `p -= lr * buf / (sqrt(sq) + eps)`:
+    fastai's, which differs from `torch.optim.RMSprop`'s momentum (that one averages the divided
+    step; `OptimWrapper(torch.optim.RMSprop)` gives it). `wd`: decoupled by default, L2 if not.
     """
 
     def __init__(self, params, lr: float = 1e-2, mom: float = 0.0, sqr_mom: float = 0.99, eps: float = 1e-8,
-                 wd: float = 0.0, decouple_wd: bool = True):
+                 wd: float = 0.0, decouple_wd: bool = True, multi_tensor: bool = True):
         _check_number("sqr_mom", sqr_mom)
         if sqr_mom > 1:
             raise ValueError(f"sqr_mom: expected a value in [0, 1], got {sqr_mom}")
-        super().__init__(params, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
-        self.decouple_wd, self.use_mom = decouple_wd, mom != 0
-
-    def update(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, eps: float, wd: float,
-               **_) -> None:
-        grad = _weight_decay(p, p.grad, state, lr, wd, self.decouple_wd)
-        sqr_avg = state.get("sqr_avg")
-        if sqr_avg is None:
-            sqr_avg = state["sqr_avg"] = torch.zeros_like(p)
-        sqr_avg.mul_(sqr_mom).addcmul_(grad, grad, value=1 - sqr_mom)
-        denom = sqr_avg.sqrt().add_(eps)
-        if self.use_mom:
-            buf = state.get("grad_avg")
-            if buf is None:
-                buf = state["grad_avg"] = torch.zeros_like(p)
-            buf.mul_(mom).addcdiv_(grad, denom)
-            p.add_(buf, alpha=-lr)
-        else:
-            p.addcdiv_(grad, denom, value=-lr)
-
-
-class _AdamLike(Optimizer):
-    """What Adam, RAdam and Lamb share: beta1 / beta2 as `mom` / `sqr_mom` in [0, 1), decoupled
-    or L2 weight decay, and the dampened averages of the gradient and its square."""
-
-    def __init__(self, params, decouple_wd: bool, **defaults):
-        _check_below_one("mom", defaults["mom"])
-        _check_below_one("sqr_mom", defaults["sqr_mom"])
-        super().__init__(params, **defaults)
+        cbs = [_decay(decouple_wd)] + ([average_grad] if mom != 0 else []) + [average_sqr_grad, rms_prop_step]
+        super().__init__(params, cbs, multi_tensor=multi_tensor, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
         self.decouple_wd = decouple_wd
 
-    def _moments(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, wd: float):
-        """Weight decay, then the updated averages: (grad_avg, sqr_avg, step, debias1, debias2)."""
-        grad = _weight_decay(p, p.grad, state, lr, wd, self.decouple_wd)
-        grad_avg = state.get("grad_avg")
-        if grad_avg is None:
-            grad_avg = state["grad_avg"] = torch.zeros_like(p)
-            state["sqr_avg"] = torch.zeros_like(p)
-        sqr_avg = state["sqr_avg"]
-        step = state["step"] = state.get("step", 0) + 1  # a Python int: debiasing needs no device sync
-        grad_avg.lerp_(grad, 1 - mom)
-        sqr_avg.mul_(sqr_mom).addcmul_(grad, grad, value=1 - sqr_mom)
-        return grad_avg, sqr_avg, step, 1 - mom**step, 1 - sqr_mom**step
+
+def _adam_like(decouple_wd: bool, step_fn) -> list:
+    """fastai's composition for the Adam family: weight decay, the dampened averages, the step count, `step_fn`."""
+    return [_decay(decouple_wd), functools.partial(average_grad, dampening=True), average_sqr_grad, step_stat, step_fn]
 
 
-class Adam(_AdamLike):
+def _check_moms(mom, sqr_mom) -> None:
+    """beta1 / beta2 of an Adam-like optimiser lie in [0, 1), for the debiasing to exist."""
+    _check_below_one("mom", mom)
+    _check_below_one("sqr_mom", sqr_mom)
+
+
+class Adam(Optimizer):
     """Adam with fastai's defaults: AdamW (decoupled `wd`) by default, Adam with L2 if `decouple_wd=False`.
 
-    `mom` is beta1, `sqr_mom` beta2. Both moments are debiased and `eps` is added after the
-    square root, as `torch.optim.Adam`/`AdamW`, which this matches to rounding.
+    fastai's composition `[weight_decay or l2_reg, average_grad (dampened), average_sqr_grad,
+    step_stat, adam_step]`. `mom` is beta1, `sqr_mom` beta2. Both moments are debiased and `eps`
+    is added after the square root, as `torch.optim.Adam`/`AdamW`, which this matches to rounding.
     """
 
     def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
-                 wd: float = 0.01, decouple_wd: bool = True):
-        super().__init__(params, decouple_wd, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
-
-    def update(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, eps: float, wd: float,
-               **_) -> None:
-        grad_avg, sqr_avg, step, debias1, debias2 = self._moments(p, state, lr, mom, sqr_mom, wd)
-        denom = (sqr_avg.sqrt() / math.sqrt(debias2)).add_(eps)
-        p.addcdiv_(grad_avg, denom, value=-lr / debias1)
+                 wd: float = 0.01, decouple_wd: bool = True, multi_tensor: bool = True):
+        _check_moms(mom, sqr_mom)
+        super().__init__(params, _adam_like(decouple_wd, adam_step), multi_tensor=multi_tensor, lr=lr, mom=mom,
+                         sqr_mom=sqr_mom, eps=eps, wd=wd)
+        self.decouple_wd = decouple_wd
 
 
-class RAdam(_AdamLike):
-    """Rectified Adam (Liu et al. 2019) with fastai's names and defaults; matches `torch.optim.RAdam`.
+class RAdam(Optimizer):
+    """Rectified Adam (Liu et al. 2019), fastai's composition `[..., step_stat, radam_step]` with
+    fastai's defaults.
 
-    While the variance estimate is unreliable (rho_t <= 5, as both fastai and torch) the step is
-    plain momentum SGD on the debiased average. Where fastai and torch differ, this is torch's:
-    eps is added to sqrt(sqr_avg) before dividing by sqrt(debias2) (fastai adds it after), a
-    difference that fades as debias2 -> 1. `beta > 0` passes the denominator through
-    `softplus(., beta)` (fastai's option; torch has none). `wd`: decoupled by default, L2 if not.
+    While the variance estimate is unreliable (rho_t <= 5) the step is plain momentum SGD on the
+    debiased average. `eps` is added to the debiased sqrt(sqr_avg), as fastai (torch adds it
+    before debiasing: `OptimWrapper(torch.optim.RAdam)` gives that). `beta > 0` passes the
+    denominator through `softplus(., beta)`. `wd`: decoupled by default, L2 if not.
     """
 
     def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
-                 wd: float = 0.0, beta: float = 0.0, decouple_wd: bool = True):
-        super().__init__(params, decouple_wd, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta)
-
-    def update(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, eps: float, wd: float,
-               beta: float, **_) -> None:
-        grad_avg, sqr_avg, step, debias1, debias2 = self._moments(p, state, lr, mom, sqr_mom, wd)
-        rho_inf = 2 / (1 - sqr_mom) - 1
-        rho = rho_inf - 2 * step * sqr_mom**step / debias2
-        if rho > 5:
-            rect = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-            denom = sqr_avg.sqrt().add_(eps).div_(math.sqrt(debias2))
-            if beta:
-                denom = F.softplus(denom, beta=beta)
-            p.addcdiv_(grad_avg, denom, value=-lr * rect / debias1)
-        else:
-            p.add_(grad_avg, alpha=-lr / debias1)
+                 wd: float = 0.0, beta: float = 0.0, decouple_wd: bool = True, multi_tensor: bool = True):
+        _check_moms(mom, sqr_mom)
+        super().__init__(params, _adam_like(decouple_wd, radam_step), multi_tensor=multi_tensor, lr=lr, mom=mom,
+                         sqr_mom=sqr_mom, eps=eps, wd=wd, beta=beta)
+        self.decouple_wd = decouple_wd
 
 
-class Lamb(_AdamLike):
-    """LAMB (You et al. 2019) as fastai's: the debiased Adam step scaled by the trust ratio ||p|| / ||step||.
+class QHAdam(Optimizer):
+    """Quasi-hyperbolic Adam (Ma & Yarats 2019) with fastai's defaults: `nu_1` / `nu_2` weigh the
+    debiased averages against the raw gradient and its square (both 1: Adam)."""
 
-    The ratio is clamped to at most 10, and taken as 1 if either norm is 0 (fastai's rule),
-    computed on the device so a step never waits for it. Weight decay is applied before the step
-    (decoupled by default, L2 if `decouple_wd=False`), as fastai.
-    """
+    def __init__(self, params, lr: float = 1e-3, mom: float = 0.999, sqr_mom: float = 0.999, nu_1: float = 0.7,
+                 nu_2: float = 1.0, eps: float = 1e-8, wd: float = 0.0, decouple_wd: bool = True,
+                 multi_tensor: bool = True):
+        _check_moms(mom, sqr_mom)
+        super().__init__(params, _adam_like(decouple_wd, qhadam_step), multi_tensor=multi_tensor, lr=lr, nu_1=nu_1,
+                         nu_2=nu_2, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
+        self.decouple_wd = decouple_wd
+
+
+class Larc(Optimizer):
+    """LARC (You et al. 2017) with fastai's defaults: momentum SGD whose learning rate is scaled per
+    layer by `trust_coeff * ||p|| / (||grad|| + wd * ||p||)`, at most `lr` with `clip`."""
+
+    def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, clip: bool = True, trust_coeff: float = 0.02,
+                 eps: float = 1e-8, wd: float = 0.0, decouple_wd: bool = True, multi_tensor: bool = True):
+        cbs = [_decay(decouple_wd)] + ([average_grad] if mom != 0 else [])
+        cbs += [functools.partial(larc_layer_lr, clip=bool(clip)), larc_step]
+        super().__init__(params, cbs, multi_tensor=multi_tensor, lr=lr, mom=mom, trust_coeff=trust_coeff, eps=eps, wd=wd)
+        self.decouple_wd = decouple_wd
+
+
+class Lamb(Optimizer):
+    """LAMB (You et al. 2019) as fastai's: `[..., step_stat, lamb_step]`, the debiased Adam step
+    scaled by the trust ratio ||p|| / ||step|| (at most 10; 1 if either norm is 0). Weight decay
+    is applied before the step (decoupled by default, L2 if `decouple_wd=False`), as fastai."""
 
     def __init__(self, params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
-                 wd: float = 0.0, decouple_wd: bool = True):
-        super().__init__(params, decouple_wd, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
-
-    def update(self, p: Tensor, state: dict, lr: float, mom: float, sqr_mom: float, eps: float, wd: float,
-               **_) -> None:
-        grad_avg, sqr_avg, step, debias1, debias2 = self._moments(p, state, lr, mom, sqr_mom, wd)
-        adam_step = (grad_avg / debias1).div_((sqr_avg / debias2).sqrt_().add_(eps))
-        p_norm, step_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(adam_step)
-        trust = torch.where((p_norm > 0) & (step_norm > 0), (p_norm / step_norm).clamp(max=10.0), 1.0)
-        p.sub_(adam_step.mul_(trust * lr))
+                 wd: float = 0.0, decouple_wd: bool = True, multi_tensor: bool = True):
+        _check_moms(mom, sqr_mom)
+        super().__init__(params, _adam_like(decouple_wd, lamb_step), multi_tensor=multi_tensor, lr=lr, mom=mom,
+                         sqr_mom=sqr_mom, eps=eps, wd=wd)
+        self.decouple_wd = decouple_wd
 
 
 # ---------------------------------------------------------------------------------------- lookahead
