@@ -523,18 +523,21 @@ class _FlatRun:
 
 _MISSING = object()
 
-# A run holds at most this many numbers (a parameter larger than that is a run of its own), so
-# that a step function's successive passes over it stay in the CPU's cache: one flat tensor of
+# On the CPU a run holds at most this many numbers (a parameter larger than that is a run of its
+# own), so that a step function's successive passes over it stay in the cache: one flat tensor of
 # millions of numbers would be read from memory at every pass, slower than parameter by parameter.
+# On a GPU there is no such limit: there the cost is one kernel launch per operation and run.
 FLAT_RUN_NUMEL = 1 << 17
 
 
 def _chunked(runs: dict):
-    """Each run's parameters cut, in order, into consecutive pieces of at most FLAT_RUN_NUMEL numbers."""
+    """Each run's parameters cut, in order, into consecutive pieces of at most FLAT_RUN_NUMEL
+    numbers on the CPU (whole on other devices)."""
     for key, ps in runs.items():
+        limit = FLAT_RUN_NUMEL if ps[0].device.type == "cpu" else math.inf
         piece, numel, k = [], 0, 0
         for p in ps:
-            if piece and numel + p.numel() > FLAT_RUN_NUMEL:
+            if piece and numel + p.numel() > limit:
                 yield key + (k,), piece
                 piece, numel, k = [], 0, k + 1
             piece.append(p)

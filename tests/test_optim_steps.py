@@ -257,3 +257,23 @@ def test_frozen_and_channels_last_parameters_take_the_loop_and_give_the_same_num
     assert fast[0].weight.is_contiguous(memory_format=torch.channels_last)  # not re-laid out
     for a, b in zip(fast.parameters(), loop.parameters()):
         assert torch.equal(a, b)
+
+
+def test_on_the_cpu_long_groups_are_cut_into_runs_that_fit_the_cache(monkeypatch):
+    monkeypatch.setattr(optim, "FLAT_RUN_NUMEL", 20)  # so that six tensors of 8 make three runs of two
+
+    def run(multi_tensor):
+        g = torch.Generator().manual_seed(0)
+        ps = [torch.randn(8, generator=g).requires_grad_() for _ in range(6)]
+        opt = Adam(ps, lr=0.01, multi_tensor=multi_tensor)
+        for _ in range(4):
+            for p in ps:
+                p.grad = torch.randn(8, generator=g)
+            opt.step()
+            opt.zero_grad()
+        return ps, opt
+
+    (fast_ps, fast), (loop_ps, _) = run(True), run(False)
+    assert sorted(len(r.sizes) for r in fast._runs.values()) == [2, 2, 2]
+    for a, b in zip(fast_ps, loop_ps):
+        assert torch.equal(a, b)
