@@ -245,3 +245,24 @@ def test_show_graph_in_jupyter_is_one_png_output():
     outputs = nb.cells[0].outputs
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1
     assert sum("text/html" in o.get("data", {}) for o in outputs) == 1
+
+
+def test_show_graph_saves_the_graph_where_asked(tmp_path, capsys):
+    learn = make_learner()
+    learn.path = tmp_path
+    saved = []
+
+    class Watch(Callback):
+        order = 70  # after the graph: its file is there after every epoch
+
+        def after_epoch(self):
+            saved.append((tmp_path / "plots" / "loss.png").stat().st_mtime_ns)
+
+    learn.fit(2, cbs=[ShowGraphCallback(path="plots/loss.png"), Watch()])
+    png = (tmp_path / "plots" / "loss.png").read_bytes()
+    assert png[:4] == b"\x89PNG" and len(saved) == 2
+    absolute = tmp_path / "abs.png"
+    learn.fit(1, cbs=ShowGraphCallback(path=absolute))
+    assert absolute.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(TypeError, match="path"):
+        ShowGraphCallback(path=3)

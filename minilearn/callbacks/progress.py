@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
+import os
 import sys
 import time
+from pathlib import Path
 
 from minilearn.callback import Callback
 
@@ -163,7 +165,9 @@ class ShowGraphCallback(Callback):
     Without a validation loader only the training curve is drawn.
 
     The graph is `graph_fig` (a Figure, a new one each fit, kept after it). In a notebook it is one
-    output, made at `before_fit` and updated in place each epoch; in a script nothing is shown.
+    output, made at `before_fit` and updated in place each epoch; in a script nothing is shown,
+    and with `path` the graph is saved there (atomically, after every epoch, so a crash leaves
+    the last complete one; a relative path is under `learn.path`).
     Unlike fastai's it needs no progress bar to draw in. It sits out `lr_find` and `validate`, and
     it does nothing per batch: all the work (one copy of the losses, one redraw) is at `after_epoch`.
     """
@@ -171,11 +175,14 @@ class ShowGraphCallback(Callback):
     order = 65
     sits_out = ("lr_find", "validate")
 
-    def __init__(self, figsize: tuple[float, float] = (6, 4)):
+    def __init__(self, figsize: tuple[float, float] = (6, 4), path=None):
         if not (isinstance(figsize, (tuple, list)) and len(figsize) == 2
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in figsize)):
             raise ValueError(f"figsize: expected (width, height) in inches, two positive numbers, got {figsize!r}")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: expected a file name for the graph (e.g. 'loss.png'), got {type(path).__name__}")
         self.figsize = tuple(figsize)
+        self.path = path  # where the graph is saved after each epoch (relative: under learn.path)
         self.graph_fig = self.graph_ax = None
         self.graph_out = None  # the notebook's display handle, or None in a script
 
@@ -223,6 +230,11 @@ class ShowGraphCallback(Callback):
             ax.set_ylim(low, high + margin)
         if self.graph_out is not None:
             self.graph_out.update(self.graph_fig)
+        if self.path is not None:
+            from minilearn.plotting import save_figure
+
+            path = Path(self.path)
+            save_figure(self.graph_fig, path if path.is_absolute() else self.learn.path / path)
 
     def _planned_iters(self, iters: list[int]) -> int:
         """The batches of the whole fit: those run so far, plus the epochs to come at the last one's length."""
