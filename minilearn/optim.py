@@ -26,12 +26,14 @@ import copy
 import functools
 import math
 import numbers
+import operator
 import warnings
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors  # one C++ call (DDP and apex use it too)
 
 from minilearn.checks import check_int, check_number
 
@@ -248,6 +250,7 @@ class BaseOptimizer:
 # parameter alone: the optimiser's fast path (`_FlatRun`) relies on that.
 
 _ELEMENTWISE: set = set()  # step functions that act number by number
+_WRITES_GRAD: set = set()  # step functions that change p.grad (the fast path then hands it back)
 
 
 def _elementwise(step_fn):
@@ -274,6 +277,7 @@ def l2_reg(p: Tensor, lr: float, wd: float, do_wd: bool = True, **kwargs) -> Non
 
 
 l2_reg.defaults = dict(wd=0.0)
+_WRITES_GRAD.add(l2_reg)
 
 
 @_elementwise
@@ -434,11 +438,17 @@ def _defaults_of(cb) -> dict:
     return dict(getattr(cb, "defaults", {}) or {})
 
 
+def _step_fn(cb):
+    """The function a step function is (a keyword partial's: its function), or None for a
+    partial with positional arguments."""
+    if isinstance(cb, functools.partial):
+        return None if cb.args else cb.func
+    return cb
+
+
 def _is_elementwise(cb) -> bool:
     """Whether a step function (or a keyword partial of one) acts number by number."""
-    if isinstance(cb, functools.partial):
-        return not cb.args and cb.func in _ELEMENTWISE
-    return cb in _ELEMENTWISE
+    return _step_fn(cb) in _ELEMENTWISE
 
 
 class _FlatRun:
@@ -447,22 +457,20 @@ class _FlatRun:
 
     The parameters' data become views of `param` (`p.data = view`): the model sees the same
     tensors, and copies into them (loading weights) keep the layout. Their state tensors become
-    views of the run's (`state`). A run is remade whenever that no longer holds: a parameter
-    moved or replaced, state loaded, the set of parameters with a gradient changed.
+    views of the run's (`state`), so `opt.state[p]` reads as before.
     """
 
     def __init__(self, ps: list[Tensor], states: list[dict]):
-        self.ps, self.sizes = ps, [p.numel() for p in ps]
+        self.ps, self.states, self.sizes = ps, states, [p.numel() for p in ps]
         self.param = torch.cat([p.detach().reshape(-1) for p in ps])
         for p, view in zip(ps, self.param.split(self.sizes)):
             p.data = view.view_as(p)
-        self.ptrs = [p.data_ptr() for p in ps]
         self.state: dict = {}
         self.views: dict[str, list[Tensor]] = {}  # key -> each parameter's view of state[key]
         for key in states[0]:  # `adoptable` checked that every parameter has the same keys
             values = [s[key] for s in states]
             self.state[key] = torch.cat([v.reshape(-1) for v in values]) if isinstance(values[0], Tensor) else values[0]
-        self._share(states)
+        self._share()
 
     @staticmethod
     def adoptable(ps: list[Tensor], states: list[dict]) -> bool:
@@ -480,48 +488,63 @@ class _FlatRun:
                     return False
         return True
 
-    def holds(self, ps: list[Tensor], states: list[dict]) -> bool:
-        """Whether the run still is these parameters and their state, laid out as it made them."""
-        if len(ps) != len(self.ps) or any(a is not b for a, b in zip(ps, self.ps)):
-            return False
-        if any(p.data_ptr() != ptr or not p.is_contiguous() for p, ptr in zip(ps, self.ptrs)):
-            return False
-        for i, s in enumerate(states):
-            if len(s) != len(self.state):
-                return False
-            for key, flat in self.state.items():
-                v = s.get(key, _MISSING)
-                if (v is not self.views[key][i]) if key in self.views else (v != flat):
-                    return False
-        return True
-
-    def _share(self, states: list[dict]) -> None:
+    def _share(self) -> None:
         """Give every parameter its part of the flat state: views of the tensors, the numbers as they are."""
         for key, value in self.state.items():
             if isinstance(value, Tensor):
                 if key not in self.views or self.views[key][0]._base is not value:
                     self.views[key] = [v.view_as(p) for v, p in zip(value.split(self.sizes), self.ps)]
-                for s, v in zip(states, self.views[key]):
-                    s[key] = v
+                    for s, v in zip(self.states, self.views[key]):
+                        s[key] = v
             else:
-                self.views.pop(key, None)
-                for s in states:
+                for s in self.states:
                     s[key] = value
 
-    def step(self, cbs: list, hypers: dict, states: list[dict]) -> None:
+    def step(self, cbs: list, hypers: dict, writes_grad: bool) -> None:
         """Run the step functions once on the flat parameter, gradient and state."""
-        self.param.grad = torch.cat([p.grad.reshape(-1) for p in self.ps])
+        # one C++ call joins the gradients (torch.cat would need a reshape per parameter first)
+        self.param.grad = _flatten_dense_tensors([p.grad for p in self.ps])
         try:
             for cb in cbs:
                 out = cb(self.param, **{**self.state, **hypers})
                 if out:
                     self.state.update(out)
+            if writes_grad:  # as in the loop, p.grad holds what the step functions made of it (l2_reg)
+                for p, g in zip(self.ps, self.param.grad.split(self.sizes)):
+                    p.grad = g.view_as(p)
         finally:
             self.param.grad = None
-        self._share(states)
+        self._share()
 
 
-_MISSING = object()
+class _GroupPlan:
+    """How one step updates a group: which parameters go in which flat run, which take the loop.
+    Made again when the parameters with a gradient, their storage or the optimiser's state changed."""
+
+    def __init__(self, ps: list[Tensor], state: dict, version: int):
+        self.ps, self.version = ps, version
+        self.runs: list[_FlatRun] = []
+        self.loop: list[Tensor] = []
+        by_key: dict = {}
+        for p in ps:
+            s = state.setdefault(p, {})
+            if p.is_contiguous() and p.grad.layout == torch.strided:
+                by_key.setdefault((p.dtype, p.device, s.get("do_wd", True)), []).append(p)
+            else:
+                self.loop.append(p)  # (channels-last weights keep their layout)
+        for piece in _chunked(by_key.values()):
+            states = [state[p] for p in piece]
+            if len(piece) > 1 and _FlatRun.adoptable(piece, states):
+                self.runs.append(_FlatRun(piece, states))
+            else:
+                self.loop += piece
+        self.ptrs = [p.data_ptr() for p in ps]
+
+    def fits(self, ps: list[Tensor], version: int) -> bool:
+        """Whether this plan still describes `ps` (the same tensors, in place, the same state)."""
+        return (version == self.version and len(ps) == len(self.ps) and all(map(operator.is_, ps, self.ps))
+                and [p.data_ptr() for p in ps] == self.ptrs)
+
 
 # On the CPU a run holds at most this many numbers (a parameter larger than that is a run of its
 # own), so that a step function's successive passes over it stay in the cache: one flat tensor of
@@ -530,19 +553,19 @@ _MISSING = object()
 FLAT_RUN_NUMEL = 1 << 17
 
 
-def _chunked(runs: dict):
-    """Each run's parameters cut, in order, into consecutive pieces of at most FLAT_RUN_NUMEL
+def _chunked(groups):
+    """Each list of parameters cut, in order, into consecutive pieces of at most FLAT_RUN_NUMEL
     numbers on the CPU (whole on other devices)."""
-    for key, ps in runs.items():
+    for ps in groups:
         limit = FLAT_RUN_NUMEL if ps[0].device.type == "cpu" else math.inf
-        piece, numel, k = [], 0, 0
+        piece, numel = [], 0
         for p in ps:
             if piece and numel + p.numel() > limit:
-                yield key + (k,), piece
-                piece, numel, k = [], 0, k + 1
+                yield piece
+                piece, numel = [], 0
             piece.append(p)
             numel += p.numel()
-        yield key + (k,), piece
+        yield piece
 
 
 # ---------------------------------------------------------------------------------------- ours
@@ -581,9 +604,23 @@ class Optimizer(BaseOptimizer):
         self.cbs, self.train_bn, self.multi_tensor = cbs, bool(train_bn), bool(multi_tensor)
         self.param_lists = groups
         self.hypers = [{k: _as_float(v) for k, v in merged.items()} for _ in groups]
-        self.state: dict[Tensor, dict] = {}
         self._elementwise = bool(cbs) and all(_is_elementwise(cb) for cb in cbs)
-        self._runs: dict = {}  # (group, dtype, device, do_wd) -> _FlatRun
+        self._writes_grad = any(_step_fn(cb) in _WRITES_GRAD for cb in cbs)
+        self._plans: dict[int, _GroupPlan] = {}  # group index -> how the fast path steps it
+        self._version = 0
+        self.state = {}
+
+    @property
+    def state(self) -> dict[Tensor, dict]:
+        """Each parameter's state (running averages, step count, `do_wd`), keyed by the parameter.
+        Replace it whole (`opt.state = {...}`, `load_state_dict`, `clear_state`), so the fast path
+        knows to lay it out again."""
+        return self._state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self._state = value
+        self._version += 1
 
     @property
     def fast_path(self) -> bool:
@@ -593,29 +630,20 @@ class Optimizer(BaseOptimizer):
     @torch.no_grad()
     def step(self) -> None:
         """Update every parameter that has a gradient."""
-        fast = self.fast_path
+        if not self.fast_path:
+            for p, hypers in self.all_params(with_grad=True):
+                self._step_one(p, hypers)
+            return
         for gi, (group, hypers) in enumerate(zip(self.param_lists, self.hypers)):
-            loop = []
-            runs: dict = {}
-            for p in group:
-                if p.grad is None:
-                    continue
-                state = self.state.setdefault(p, {})
-                if fast and p.is_contiguous() and p.grad.layout == torch.strided:
-                    runs.setdefault((gi, p.dtype, p.device, state.get("do_wd", True)), []).append(p)
-                else:
-                    loop.append(p)
-            for key, ps in _chunked(runs):
-                states = [self.state[p] for p in ps]
-                run = self._runs.get(key)
-                if run is None or not run.holds(ps, states):
-                    if len(ps) == 1 or not _FlatRun.adoptable(ps, states):
-                        self._runs.pop(key, None)
-                        loop += ps
-                        continue
-                    run = self._runs[key] = _FlatRun(ps, states)
-                run.step(self.cbs, hypers, states)
-            for p in loop:
+            ps = [p for p in group if p.grad is not None]
+            if not ps:
+                continue
+            plan = self._plans.get(gi)
+            if plan is None or not plan.fits(ps, self._version):
+                plan = self._plans[gi] = _GroupPlan(ps, self._state, self._version)
+            for run in plan.runs:
+                run.step(self.cbs, hypers, self._writes_grad)
+            for p in plan.loop:
                 self._step_one(p, hypers)
 
     def _step_one(self, p: Tensor, hypers: dict) -> None:
@@ -651,6 +679,7 @@ class Optimizer(BaseOptimizer):
             raise ValueError("params: expected parameters that this optimiser updates")
         for p in params:
             self.state.setdefault(p, {})["do_wd"] = False
+        self._version += 1  # the fast path splits its runs by weight decay
 
     def state_dict(self) -> dict:
         """Hyper-parameters and per-parameter state, by position (group, index), tensors cloned."""

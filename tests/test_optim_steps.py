@@ -274,6 +274,25 @@ def test_on_the_cpu_long_groups_are_cut_into_runs_that_fit_the_cache(monkeypatch
         return ps, opt
 
     (fast_ps, fast), (loop_ps, _) = run(True), run(False)
-    assert sorted(len(r.sizes) for r in fast._runs.values()) == [2, 2, 2]
+    assert sorted(len(r.sizes) for plan in fast._plans.values() for r in plan.runs) == [2, 2, 2]
     for a, b in zip(fast_ps, loop_ps):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["sgd_mom_l2", "adam_l2", "rmsprop_mom_l2"])
+def test_l2_leaves_the_same_gradient_behind_in_both_paths(name):
+    """l2_reg adds wd * p to p.grad in place (fastai's); the fast path hands that gradient back
+    too, so stepping twice on one gradient (no zero_grad) gives the loop's numbers."""
+    def run(multi_tensor):
+        g = torch.Generator().manual_seed(0)
+        ps = [torch.randn(4, 3, generator=g).requires_grad_(), torch.randn(5, generator=g).requires_grad_()]
+        opt = factory(optim, name, multi_tensor=multi_tensor)(ps)
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=g)
+        for _ in range(3):
+            opt.step()
+        return ps
+
+    fast, loop = run(True), run(False)
+    for a, b in zip(fast, loop):
+        assert torch.equal(a, b) and torch.equal(a.grad, b.grad)
