@@ -28,6 +28,7 @@ from minilearn.callbacks.training import (
 )
 from minilearn.callbacks.preds import CollectDataCallback, FetchPredsCallback, GatherPredsCallback, MCDropoutCallback
 from minilearn.export import InferenceLearner, load_learner
+from minilearn.interpret import ClassificationInterpretation, Interpretation
 from minilearn.data import DataLoader, DataLoaders, TfmdDL, TorchLoader
 from minilearn.learner import Learner
 from minilearn.losses import (
@@ -92,7 +93,7 @@ __all__ = [
     "TensorBase", "TensorImage", "TensorMask", "cast",
     "Larc", "QHAdam", "adam_step", "average_grad", "average_sqr_grad", "debias", "l2_reg", "lamb_step",
     "larc_layer_lr", "larc_step", "momentum_step", "qhadam_step", "radam_step", "rms_prop_step", "sgd_step",
-    "step_stat", "weight_decay",
+    "step_stat", "weight_decay", "ClassificationInterpretation", "Interpretation",
 ]
 
 
