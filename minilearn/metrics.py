@@ -67,13 +67,32 @@ def accuracy_multi(pred: Tensor, targ: Tensor, thresh: float = 0.5, sigmoid: boo
     return ((pred > thresh) == targ.bool()).float().mean()
 
 
+def _same_shape(name: str, pred: Tensor, targ: Tensor) -> None:
+    """`pred` and `targ` compared element by element must have one shape: (N, 1) against (N,)
+    would broadcast to (N, N) and train on nonsense without a word."""
+    if pred.shape == targ.shape:
+        return
+    msg = f"{name}: pred and targ must have the same shape, got pred {tuple(pred.shape)} and targ {tuple(targ.shape)}"
+    try:
+        msg += f", which would broadcast to {tuple(torch.broadcast_shapes(pred.shape, targ.shape))}"
+    except RuntimeError:
+        pass
+    if pred.ndim == targ.ndim + 1 and pred.shape[-1] == 1:
+        msg += f"; give targets of shape {tuple(pred.shape)} (y.unsqueeze(1), as fastbook does)"
+    raise ValueError(msg)
+
+
 def batch_accuracy(pred: Tensor, targ: Tensor) -> Tensor:
-    """fastbook chapter 4's metric: sigmoid of one output per row, thresholded at 0.5."""
+    """fastbook chapter 4's metric: sigmoid of one output per row, thresholded at 0.5.
+    `pred` and `targ` must have the same shape (the book's: (N, 1) both)."""
+    _same_shape("batch_accuracy", pred, targ)
     return ((pred.sigmoid() > 0.5) == targ.bool()).float().mean()
 
 
 def mnist_loss(pred: Tensor, targ: Tensor) -> Tensor:
-    """fastbook chapter 4's loss: distance of the sigmoid output from the 0/1 target."""
+    """fastbook chapter 4's loss: distance of the sigmoid output from the 0/1 target.
+    `pred` and `targ` must have the same shape (the book's: (N, 1) both)."""
+    _same_shape("mnist_loss", pred, targ)
     pred = pred.sigmoid()
     return torch.where(targ == 1, 1 - pred, pred).mean()
 

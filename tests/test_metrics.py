@@ -391,3 +391,16 @@ def test_recorder_smooth_loss_is_fastais_object():
     assert Recorder(beta=0.9).beta == 0.9
     with pytest.raises(ValueError, match="beta"):
         Recorder(beta=1.5)
+
+
+def test_fastbook_loss_and_metric_refuse_shapes_that_would_broadcast():
+    """(N, 1) predictions against (N,) targets would broadcast to (N, N) and train at chance."""
+    pred, flat = torch.randn(8, 1), torch.randint(0, 2, (8,)).float()
+    for f in (mnist_loss, batch_accuracy):
+        with pytest.raises(ValueError, match=r"pred \(8, 1\) and targ \(8,\).*\(8, 8\).*unsqueeze"):
+            f(pred, flat)
+        f(pred, flat.unsqueeze(1))  # the book's shapes
+    with pytest.raises(ValueError, match=r"pred \(8, 10\) and targ \(8,\)"):
+        batch_accuracy(torch.randn(8, 10), flat)
+    with pytest.raises(ValueError, match=r"pred and targ.*\(8, 2\).*\(8,\)"):
+        mse(torch.randn(8, 2), flat)
