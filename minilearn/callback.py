@@ -122,8 +122,10 @@ def where_in_loop(learn) -> str:
     param = next(learn.model.parameters(), None)
     model = f"{str(param.dtype).replace('torch.', '')} on {param.device}" if param is not None else "no parameters"
     phase = "training" if learn.training else "validation"
+    pred = learn.pred
+    pred = f"; pred: {describe(pred if isinstance(pred, (tuple, list)) else (pred,))}" if pred is not None else ""
     return (f"minilearn: raised at epoch {learn.epoch}, {phase} batch {learn.iter}; inputs: {describe(learn.xb)}; "
-            f"targets: {describe(learn.yb)}; model parameters: {model}")
+            f"targets: {describe(learn.yb)}{pred}; model parameters: {model}")
 
 
 def callback_name(cls: type) -> str:

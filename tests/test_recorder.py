@@ -138,3 +138,27 @@ def test_without_a_table_each_epochs_row_goes_to_learn_logger(capsys):
     with learn.no_logging():  # no table and nothing logged
         learn.fit(1)
     assert capsys.readouterr().out == "" and learn.logger is print
+
+
+def test_a_metric_error_names_the_metric_and_a_loss_error_the_prediction():
+    from torch import nn
+
+    from minilearn import DataLoaders, Learner, accuracy
+    from synthetic import class_data
+
+    x, y, vx, vy = class_data()
+    dls = DataLoaders.from_tensors(x, y, vx, vy, bs=8)
+
+    def broken(pred, targ):
+        raise RuntimeError("my metric broke")
+
+    learn = Learner(dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), metrics=[accuracy, broken])
+    with pytest.raises(RuntimeError, match="my metric broke") as info, learn.no_logging():
+        learn.fit(1)
+    (note,) = info.value.__notes__
+    assert note.startswith("minilearn: raised in metric 'broken' (AvgMetric) taking the batch; at epoch 0, validation")
+    assert "pred: (8, 3) float32" in note and "recorder" not in note
+    learn = Learner(dls, nn.Linear(4, 1), nn.CrossEntropyLoss())  # one output for 3 classes
+    with pytest.raises(IndexError) as info, learn.no_logging():
+        learn.fit(1)
+    assert "targets: (8,) int64 on cpu; pred: (8, 1) float32 on cpu" in info.value.__notes__[0]

@@ -10,9 +10,29 @@ import time
 
 import torch
 
-from minilearn.callback import Callback
+from minilearn.callback import Callback, note_once, where_in_loop
 from minilearn.callbacks.progress import format_time
 from minilearn.metrics import AvgLoss, AvgSmoothLoss, to_float
+
+
+def _accumulate(metrics, learn) -> None:
+    """Each metric takes the batch; an error names the metric that raised (not just the Recorder)."""
+    for m in metrics:
+        try:
+            m.accumulate(learn)
+        except Exception as e:
+            note_once(e, f"minilearn: raised in metric {m.name!r} ({type(m).__name__}) taking the batch; "
+                      f"{where_in_loop(learn).removeprefix('minilearn: raised ')}")
+            raise
+
+
+def _value(m) -> float | None:
+    """A metric's value as a float; an error names the metric."""
+    try:
+        return to_float(m.value, m.name)
+    except Exception as e:
+        note_once(e, f"minilearn: raised in metric {m.name!r} ({type(m).__name__}) computing its value")
+        raise
 
 
 class Recorder(Callback):
@@ -88,23 +108,20 @@ class Recorder(Callback):
             self._pending.append(learn.loss if learn.loss.ndim == 0 else learn.loss.mean())
             self.lrs.append(learn.opt.hypers[-1]["lr"])
             if self.train_metrics:
-                for m in learn.metrics:
-                    m.accumulate(learn)
+                _accumulate(learn.metrics, learn)
         else:
             self.valid_loss.accumulate(learn)
-            for m in learn.metrics:
-                m.accumulate(learn)
+            _accumulate(learn.metrics, learn)
 
     def after_train(self) -> None:
         self._flush()  # one host sync per epoch, not per batch
         self.log["train_loss"] = self._losses[-1] if self._losses else None
         if self.train_metrics:
             for m in self.learn.metrics:
-                self.log[f"train_{m.name}"] = to_float(m.value, m.name)
+                self.log[f"train_{m.name}"] = _value(m)
 
     def after_validate(self) -> None:
-        self.last_valid = [to_float(self.valid_loss.value, "valid_loss")] + \
-            [to_float(m.value, m.name) for m in self.learn.metrics]
+        self.last_valid = [to_float(self.valid_loss.value, "valid_loss")] + [_value(m) for m in self.learn.metrics]
         if self.log:
             self.log["valid_loss"] = self.last_valid[0]
             if self.valid_metrics:
