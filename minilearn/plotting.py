@@ -38,9 +38,12 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6
 
 
 def save_figure(fig: Figure, path: str | Path, **kwargs) -> Path:
-    """Save `fig` to `path` atomically: a crash never leaves a half-written image behind."""
+    """Save `fig` to `path` atomically: a crash never leaves a half-written image behind. The image
+    is cropped to what is drawn (`bbox_inches="tight"`, as the notebook shows it), so axis labels
+    are never cut off; `kwargs` go to `savefig`."""
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
+    kwargs.setdefault("bbox_inches", "tight")
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
 
 

@@ -77,6 +77,15 @@ def test_lr_find_plot(tmp_path):
     labels = [l.get_label() for l in fig.axes[0].get_lines()]
     assert any(l.startswith("valley") for l in labels)
     assert sugg.valley > 0
+    # the saved image is cropped to everything drawn, the x-axis label included (it used to be cut)
+    from matplotlib.image import imread
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    tight = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer())
+    height_px = imread(path).shape[0]
+    assert height_px < fig.get_figheight() * fig.dpi - 5  # cropped, not the whole canvas
+    assert abs(height_px - (tight.height + 0.2) * fig.dpi) <= 3  # to the drawing, 0.1 inch padding each side
 
 
 def test_suggestion_functions_on_a_known_curve():
