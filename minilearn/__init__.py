@@ -29,6 +29,11 @@ from minilearn.callbacks.training import (
 from minilearn.callbacks.preds import CollectDataCallback, FetchPredsCallback, GatherPredsCallback, MCDropoutCallback
 from minilearn.export import InferenceLearner, load_learner
 from minilearn.interpret import ClassificationInterpretation, Interpretation
+from minilearn.callbacks.hooks import (
+    ActivationStats, Hook, HookCallback, Hooks, dummy_eval, flatten_model, has_params, hook_output, hook_outputs,
+    in_channels, layer_info, model_sizes, num_features_model, total_params,
+)
+from minilearn.init import GeneralRelu, init_weights, lsuv_init
 from minilearn.data import DataLoader, DataLoaders, TfmdDL, TorchLoader
 from minilearn.learner import Learner
 from minilearn.losses import (
@@ -94,6 +99,9 @@ __all__ = [
     "Larc", "QHAdam", "adam_step", "average_grad", "average_sqr_grad", "debias", "l2_reg", "lamb_step",
     "larc_layer_lr", "larc_step", "momentum_step", "qhadam_step", "radam_step", "rms_prop_step", "sgd_step",
     "step_stat", "weight_decay", "ClassificationInterpretation", "Interpretation",
+    "ActivationStats", "Hook", "HookCallback", "Hooks", "dummy_eval", "flatten_model", "has_params", "hook_output",
+    "hook_outputs", "in_channels", "layer_info", "model_sizes", "num_features_model", "total_params",
+    "GeneralRelu", "init_weights", "lsuv_init",
 ]
 
 

@@ -31,7 +31,7 @@ from minilearn.callback import (
     CancelFitException, CancelStepException, CancelTrainException, CancelValidException,
     CallbackList, TrainEvalCallback, cleanup_fits, event_method, note_once, print_training_loop, sorted_cbs, where_in_loop,
 )
-from minilearn.callbacks import lr_find as lr_finder, preds, progress, schedule, training
+from minilearn.callbacks import hooks, lr_find as lr_finder, preds, progress, schedule, training
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
@@ -479,6 +479,11 @@ class Learner:
                 yield self
         finally:
             self.logger = old
+
+    def summary(self) -> "hooks.Summary":
+        """fastai's table of the model's layers (type, output shape, parameters, trainable) for one
+        batch, with the totals, optimiser, loss and callbacks; model and RNGs are left as they were."""
+        return hooks.summary(self)
 
     def show_training_loop(self) -> None:
         """Print the events of a fit, indented by nesting, with the callbacks that run at each."""
