@@ -15,7 +15,7 @@ from torch import nn
 from minilearn import SGD, Callback, DataLoaders, Learner
 from minilearn.callbacks.hooks import (
     ActivationStats, Hook, HookCallback, Hooks, Summary, dummy_eval, flatten_model, has_params, hook_output,
-    hook_outputs, layer_info, model_sizes, num_features_model, summary, total_params,
+    hook_outputs, layer_info, layer_rows, model_sizes, num_features_model, summary, total_params,
 )
 from synthetic import class_data
 
@@ -474,8 +474,11 @@ def test_summary_of_an_mlp_and_a_given_input():
     given = summary(learn, torch.rand(5, 4))
     assert given.splitlines()[0] == "Sequential (Input shape: 5 x 4)"
     assert [tuple(i.shape) for i in given.layers] == [(5, 2), (5, 2), (5, 1)]
-    info = layer_info(learn, torch.rand(3, 4))
-    assert [i.same for i in info] == [False, True, False]
+    rows = layer_rows(learn, torch.rand(3, 4))
+    assert [i.same for i in rows] == [False, True, False] and [tuple(i.shape) for i in rows][0] == (3, 2)
+    assert layer_info(learn, torch.rand(3, 4)) == [  # fastai's: the first item, '' for a layer without parameters
+        ("Linear", 10, True, torch.Size([1, 2]), False), ("ReLU", "", "", torch.Size([1, 2]), True),
+        ("Linear", 3, True, torch.Size([1, 1]), False)]
 
 
 def test_summary_after_freezing():
@@ -582,9 +585,10 @@ def test_summary_layers_match_fastai(fastai, name):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         their_info = fastai_hook.layer_info(theirs, *xb)
         their_text = theirs.summary()
-    our_info = layer_info(ours, *xb)
-    assert len(our_info) == len(their_info)
-    for o, t in zip(our_info, their_info):
+    assert layer_info(ours, *xb) == [tuple(t) for t in their_info]
+    our_rows = layer_rows(ours, *xb)
+    assert len(our_rows) == len(their_info)
+    for o, t in zip(our_rows, their_info):
         t_type, t_params, t_trainable, t_shape, _ = t
         assert o.layer == t_type
         assert o.params == (t_params if t_params != "" else 0)

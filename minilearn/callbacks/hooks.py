@@ -29,7 +29,7 @@ from minilearn.torch_basics import kept_modes, to_detach, to_device
 
 __all__ = [
     "Hook", "Hooks", "hook_output", "hook_outputs", "flatten_model", "has_params", "in_channels", "total_params",
-    "dummy_eval", "model_sizes", "num_features_model", "HookCallback", "ActivationStats", "LayerInfo",
+    "dummy_eval", "model_sizes", "num_features_model", "HookCallback", "ActivationStats", "LayerInfo", "layer_rows",
     "layer_info", "Summary", "summary",
 ]
 
@@ -594,14 +594,13 @@ def _first_inputs(learn) -> tuple:
     return batch[:n_inp]
 
 
-def layer_info(learn, *xb) -> list[LayerInfo]:
+def layer_rows(learn, *xb) -> list[LayerInfo]:
     """A `LayerInfo` for each call of a leaf layer of `learn.model` when it runs on the inputs `xb`
-    (default: the first training batch's), in the order they ran.
+    (default: the first training batch's), in the order they ran: what `summary` prints.
 
     The model runs once, in eval mode and without gradients, and is left as it was (modes, weights,
-    RNGs). fastai runs the first item only, through `get_preds` and its callbacks, and lists each
-    layer once in definition order; here the whole batch runs through the model alone, so the
-    shapes are the real ones, and a layer called twice is listed twice.
+    RNGs). The whole batch runs through the model alone, so the shapes are the real ones, and a
+    layer called twice is listed twice.
     """
     with _leaving_untouched(learn):
         if not xb:
@@ -620,6 +619,17 @@ def layer_info(learn, *xb) -> list[LayerInfo]:
         with Hooks(flatten_model(learn.model), track, detach=False):
             learn.model(*xb)
     return rows
+
+
+def layer_info(learn, *xb) -> list[tuple]:
+    """fastai's `layer_info`: for each leaf layer that runs on the first item of `xb` (default: of
+    the first training batch), `(type name, parameters, trainable, output shape, same shape as
+    its input)`; a layer without parameters has '' for both, as in fastai. `layer_rows`
+    gives the same as numbers, for the whole batch."""
+    xb = xb or _first_inputs(learn)
+    rows = layer_rows(learn, *(x[:1] if isinstance(x, Tensor) else x for x in xb))
+    return [(r.layer, "" if r.trainable is None else r.params, "" if r.trainable is None else r.trainable,
+             r.shape, r.same) for r in rows]
 
 
 class Summary(str):
@@ -677,7 +687,7 @@ def summary(learn, *xb) -> Summary:
     """
     with _leaving_untouched(learn):
         xb = tuple(xb) if xb else _first_inputs(learn)
-        infos = layer_info(learn, *xb)
+        infos = layer_rows(learn, *xb)
     model = learn.model
     params = list(model.parameters())
     total = sum(p.numel() for p in params)
