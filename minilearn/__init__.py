@@ -35,6 +35,7 @@ from minilearn.callbacks.hooks import (
 )
 from minilearn.init import GeneralRelu, init_weights, lsuv_init
 from minilearn.layers import ConvLayer
+from minilearn.callbacks.tensorboard import TensorBoardCallback
 from minilearn.data import DataLoader, DataLoaders, TfmdDL, TorchLoader
 from minilearn.learner import Learner
 from minilearn.losses import (
@@ -102,7 +103,7 @@ __all__ = [
     "step_stat", "weight_decay", "ClassificationInterpretation", "Interpretation",
     "ActivationStats", "Hook", "HookCallback", "Hooks", "dummy_eval", "flatten_model", "has_params", "hook_output",
     "hook_outputs", "in_channels", "layer_info", "model_sizes", "num_features_model", "total_params",
-    "GeneralRelu", "init_weights", "lsuv_init", "ConvLayer",
+    "GeneralRelu", "init_weights", "lsuv_init", "ConvLayer", "TensorBoardCallback",
 ]
 
 
