@@ -136,3 +136,37 @@ def test_fine_tune_trains_the_last_group_then_all_with_discriminative_lrs():
     assert max(learn.recorder.hps["lr"]) == pytest.approx(1e-2 / 2, rel=0.05)
     with pytest.raises(ValueError, match="epochs"):
         learn.fine_tune(-1)
+
+
+def test_combined_schedules_give_fastais_values_to_the_last_bit(fastai):
+    """fastai locates the phase in float32 (its bounds are a float32 tensor); so does minilearn,
+    so a long one-cycle run gets the very same learning rate at every batch."""
+    from fastai.callback import schedule as theirs
+
+    from minilearn.callbacks import schedule as ours
+
+    pairs = [
+        (ours.combined_cos(0.25, 0.003 / 25, 0.003, 0.003 / 25 / 1e5),
+         theirs.combined_cos(0.25, 0.003 / 25, 0.003, 0.003 / 25 / 1e5)),
+        (ours.combine_scheds([0.3, 0.5, 0.2], [ours.SchedLin(1, 2), ours.SchedCos(2, 1), ours.SchedNo(1, 0)]),
+         theirs.combine_scheds([0.3, 0.5, 0.2], [theirs.SchedLin(1, 2), theirs.SchedCos(2, 1), theirs.SchedNo(1, 0)])),
+    ]
+    for a, b in pairs:
+        for n in (469, 1407, 3001):
+            assert [a(i / n) for i in range(n + 1)] == [b(i / n) for i in range(n + 1)]
+
+
+def test_combined_schedule_positions_are_float32():
+    import struct
+
+    from minilearn.callbacks.schedule import SchedLin, combine_scheds
+
+    def f32(x):
+        return struct.unpack("f", struct.pack("f", x))[0]
+
+    sched = combine_scheds([0.3, 0.7], [SchedLin(0.0, 1.0), SchedLin(1.0, 0.0)])
+    for pos in (0.1, 0.2999, 0.31, 0.77777):
+        start, width = (0.0, f32(0.3)) if f32(pos) < f32(0.3) else (f32(0.3), f32(f32(1.0) - f32(0.3)))
+        inner = f32(f32(f32(pos) - start) / width)
+        expected = inner if start == 0 else 1.0 - inner
+        assert sched(pos) == pytest.approx(expected, abs=1e-15)

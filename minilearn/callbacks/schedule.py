@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import struct
 from typing import Callable, Sequence
 
 from minilearn.callback import Callback
@@ -86,8 +87,20 @@ class SchedPoly(Scheduler):
         return start + (end - start) * pos**self.power
 
 
+def _f32(x: float) -> float:
+    """`x` rounded to the nearest float32 (as a Python float)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
 class CombinedSched:
-    """Schedules run one after the other, each over its fraction `pcts[i]` of training."""
+    """Schedules run one after the other, each over its fraction `pcts[i]` of training.
+
+    Where a position falls, and how far into its phase, is computed in float32, as fastai's
+    `combine_scheds` does (its bounds are a float32 tensor): the same learning rate, to the last
+    bit, at every batch, so a long run matches fastai's rather than drifting from it one rounding
+    at a time. (Float32 operations are done in double and rounded back, which gives exactly the
+    float32 results.)
+    """
 
     def __init__(self, pcts: Sequence[float], scheds: Sequence[Callable]):
         if len(pcts) != len(scheds):
@@ -96,16 +109,15 @@ class CombinedSched:
             raise ValueError(f"pcts: expected fractions >= 0 that add up to 1, got {list(pcts)}")
         self.scheds = list(scheds)
         self.bounds = [0.0]
-        for p in pcts:
-            self.bounds.append(self.bounds[-1] + p)
+        for p in pcts:  # a float32 running sum, as torch.cumsum of fastai's float32 tensor
+            self.bounds.append(_f32(self.bounds[-1] + _f32(p)))
 
     def __call__(self, pos: float):
-        if pos >= 1:
-            return self.scheds[-1](1.0)
-        # the last phase whose start is <= pos (a phase of length 0 is never chosen)
+        pos = _f32(pos)
+        # the last phase whose start is <= pos (a phase of length 0 is never chosen past its start)
         i = min(bisect.bisect_right(self.bounds, pos) - 1, len(self.scheds) - 1)
-        width = self.bounds[i + 1] - self.bounds[i]
-        return self.scheds[i]((pos - self.bounds[i]) / width if width > 0 else 1.0)
+        width = _f32(self.bounds[i + 1] - self.bounds[i])
+        return self.scheds[i](_f32(_f32(pos - self.bounds[i]) / width) if width > 0 else 1.0)
 
 
 def combine_scheds(pcts: Sequence[float], scheds: Sequence[Callable]) -> CombinedSched:
