@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
@@ -103,11 +104,45 @@ def test_in_jupyter_the_table_is_html_and_plots_are_png():
     ]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     fit_out, plot_out = nb.cells[0].outputs, nb.cells[1].outputs
-    html = [o for o in fit_out if "text/html" in o.get("data", {})]
-    assert len(html) == 1 and "<th>accuracy</th>" in html[0]["data"]["text/html"]
-    assert html[0]["data"]["text/html"].count("<tr>") == 2  # updated in place: both epochs, one display
-    assert not [o for o in fit_out if o.output_type == "stream" and "%|" in o.get("text", "")]
+    html = [o["data"]["text/html"] for o in fit_out if "text/html" in o.get("data", {})]
+    tables = [h for h in html if "<table" in h]
+    bars = [h for h in html if "<progress" in h]
+    assert len(tables) == 1 and "<th>accuracy</th>" in tables[0]
+    assert tables[0].count("<tr>") == 2  # updated in place: both epochs, one display
+    assert len(bars) == 1 and 'value="1" max="1"' in bars[0] and "2 epochs in" in bars[0]  # its final state
+    assert len(html) == 2 and not [o for o in fit_out if o.output_type == "stream"]  # nothing else, no bar text
     assert any("image/png" in o.get("data", {}) for o in plot_out)
+
+
+def test_in_jupyter_the_bar_is_drawn_while_training_without_ipywidgets():
+    """What the kernel sends during the fit: a <progress> element, updated in place as batches run
+    (no widget package involved), then its final state; the table updated once per epoch."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    class Recording(NotebookClient):
+        def process_message(self, msg, cell, cell_index):
+            if msg["msg_type"] in ("display_data", "update_display_data"):
+                sent.append((msg["msg_type"], msg["content"]["data"].get("text/html", "")))
+            return super().process_message(msg, cell, cell_index)
+
+    sent: list = []
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import sys, torch\nfrom torch import nn\nfrom minilearn import DataLoaders, Learner\n"
+        "x = torch.randn(2000, 5); y = (x[:, 0] > 0).long()\n"
+        "dls = DataLoaders.from_tensors(x[:1600], y[:1600], x[1600:], y[1600:], bs=8, seed=0)\n"
+        "learn = Learner(dls, nn.Linear(5, 2), nn.CrossEntropyLoss(), lr=0.1)\n"
+        "learn.progress.refresh_secs = 0  # redraw at every batch\n"
+        "learn.fit(2)\nprint('ipywidgets' in sys.modules)")]
+    Recording(nb, timeout=120, kernel_name="python3").execute()
+    bar_updates = [h for kind, h in sent if kind == "update_display_data" and "<progress" in h]
+    assert len(bar_updates) > 10  # drawn while the batches ran
+    assert any("epoch 1/2 train" in h for h in bar_updates) and any("epoch 2/2 valid" in h for h in bar_updates)
+    assert "2 epochs in" in bar_updates[-1]
+    table_updates = [h for kind, h in sent if kind == "update_display_data" and "<table" in h]
+    assert len(table_updates) == 2
+    assert nb.cells[0].outputs[-1]["text"].strip() == "False"  # no widget module was loaded
 
 
 # ---------------------------------------------------------------- ShowGraphCallback
@@ -244,7 +279,7 @@ def test_show_graph_in_jupyter_is_one_png_output():
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1
-    assert sum("text/html" in o.get("data", {}) for o in outputs) == 1
+    assert sum("<table" in o.get("data", {}).get("text/html", "") for o in outputs) == 1
 
 
 def test_show_graph_saves_the_graph_where_asked(tmp_path, capsys):
@@ -266,3 +301,106 @@ def test_show_graph_saves_the_graph_where_asked(tmp_path, capsys):
     assert absolute.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(TypeError, match="path"):
         ShowGraphCallback(path=3)
+
+
+# ---------------------------------------------------------------- where the bar goes; stopped fits
+def test_the_bar_is_decided_from_stderr_alone_and_never_in_ci(monkeypatch):
+    from minilearn.callbacks import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)  # python train.py > log
+    for var in ("CI", "TERM"):
+        monkeypatch.delenv(var, raising=False)
+    assert progress.terminal_bar()
+    for ci in ("true", "1", "yes"):
+        monkeypatch.setenv("CI", ci)
+        assert not progress.terminal_bar()
+    monkeypatch.setenv("CI", "false")
+    assert progress.terminal_bar()
+    monkeypatch.setenv("TERM", "dumb")
+    assert not progress.terminal_bar()
+    monkeypatch.delenv("TERM")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not progress.terminal_bar()
+
+
+def _fit_under_a_pty(tmp_path, env_extra):
+    """Run a small fit with stdout to a file and stderr to a pseudo-terminal; (terminal text, file text)."""
+    import os
+    import pty
+    import subprocess
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nfrom minilearn import DataLoaders, Learner\n"
+        "x = torch.randn(4000, 5); y = (x[:, 0] > 0).long()\n"
+        "dls = DataLoaders.from_tensors(x[:3600], y[:3600], x[3600:], y[3600:], bs=4, seed=0)\n"
+        "learn = Learner(dls, nn.Linear(5, 2), nn.CrossEntropyLoss(), lr=0.1)\n"
+        "learn.progress.refresh_secs = 0\nlearn.fit(2)\n")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TERM")}
+    env.update(env_extra)
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=slave, env=env)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=120)
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace"), (tmp_path / "log").read_text()
+
+
+def test_with_stdout_redirected_the_bar_stays_on_the_terminal(tmp_path):
+    terminal, log = _fit_under_a_pty(tmp_path, {"TERM": "xterm"})
+    assert "\r" in terminal and "train" in terminal  # tqdm's frames, on the terminal
+    assert len(log.splitlines()) == 3 and "\r" not in log  # the file: the table's header and two rows
+
+
+def test_under_ci_a_terminal_gets_no_bar(tmp_path):
+    terminal, log = _fit_under_a_pty(tmp_path, {"CI": "true", "TERM": "xterm"})
+    assert "\r" not in terminal and "it/s" not in terminal
+    assert len(log.splitlines()) == 3
+
+
+class StopAt(Callback):
+    def __init__(self, epoch, batch, error):
+        self.at, self.error = (epoch, batch), error
+
+    def before_batch(self):
+        if self.training and (self.epoch, self.iter) == self.at:
+            raise self.error
+
+
+def test_an_interrupted_fit_says_where_it_stopped_and_the_learner_goes_on(capsys):
+    learn = make_learner()
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(3, cbs=StopAt(1, 2, KeyboardInterrupt()))
+    out = capsys.readouterr().out
+    assert "interrupted at epoch 2/3, train batch 3 of 6; the learner is usable" in out
+    assert len(out.splitlines()) == 3  # the header, epoch 0's row, the message
+    learn.fit(1)
+    assert len(learn.recorder.values) == 1
+
+
+def test_a_fit_that_ends_before_its_first_epoch_says_so(capsys):
+    from minilearn import CancelFitException
+
+    learn = make_learner()
+    learn.fit(2, cbs=StopAt(0, 2, CancelFitException()))
+    assert "the fit ended before its first epoch did (cancelled)" in capsys.readouterr().out
+    with pytest.raises(ValueError):
+        learn.fit(2, cbs=StopAt(0, 1, ValueError("bad batch")))
+    assert "the fit failed at epoch 1/2, train batch 2 of 6, before its first epoch ended (ValueError)" in \
+        capsys.readouterr().out

@@ -1,9 +1,15 @@
 """ProgressCallback: fastai's metric table, and a progress bar only where it can redraw.
 
-- In a terminal: a tqdm bar over the batches (on stderr), and the table as text lines.
-- In a log file or CI (stdout is not a terminal): one text line per epoch, no bar at all.
-- In Jupyter: the table as HTML, updated in place each epoch, and tqdm's notebook bar when
-  ipywidgets is installed (without it, no bar: tqdm's text fallback would flood the cell).
+- In a terminal (stderr is one): a tqdm bar over the batches on stderr, the table as text lines
+  on stdout, so `python train.py > log` keeps the bar on screen and the log clean.
+- In a log file or CI (stderr is not a terminal, `CI` is set, or `TERM=dumb`): one text line per
+  epoch, no bar at all.
+- In Jupyter: the table as HTML, updated in place each epoch, and above it one bar per fit drawn
+  as HTML (a `<progress>` element updated through a display handle, at most every
+  `refresh_secs`), which needs no widget package and leaves its final state, not a dead widget,
+  in the saved notebook.
+- A fit interrupted (Ctrl-C) or failed says where it stopped and that the learner is usable;
+  one that ends before its first epoch says so instead of leaving a header alone.
 
 ShowGraphCallback adds fastai's live loss graph: redrawn after each epoch, shown in place in a
 notebook, kept as a Figure (and not shown) in a script.
@@ -12,7 +18,7 @@ notebook, kept as a Figure (and not shown) in a script.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import html
 import math
 import os
 import sys
@@ -62,10 +68,23 @@ def html_table(names: list[str], rows: list[list[str]]) -> str:
             f"</tr></thead><tbody>{body}</tbody></table>")
 
 
+def bar_html(done: int, total: int, text: str) -> str:
+    """A progress bar as HTML: a `<progress>` element and a line of text beside it."""
+    return (f'<div><progress value="{done}" max="{max(total, 1)}" style="width:300px;height:1em;'
+            f'vertical-align:middle"></progress>&nbsp;<span>{html.escape(text)}</span></div>')
+
+
+def terminal_bar() -> bool:
+    """Whether a redrawn bar makes sense: stderr is a terminal, not CI, not a dumb terminal."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return sys.stderr.isatty() and not ci and os.environ.get("TERM") != "dumb"
+
+
 class ProgressCallback(Callback):
     """Shows the metric table after each epoch and, where it can redraw, a bar over the batches.
 
-    `show_bar`: None decides from where output goes (a terminal or a notebook: yes; a file: no).
+    `show_bar`: None decides from where output goes (a terminal or a notebook: yes; a file or
+    CI: no). `refresh_secs`: how often the bar (and its smoothed loss, a host sync) is redrawn.
     """
 
     order = 60
@@ -75,13 +94,12 @@ class ProgressCallback(Callback):
         self.show_bar = show_bar
         self.refresh_secs = refresh_secs
         self.pbar = None
+        self.bar_display = None
 
     def _bar_wanted(self) -> bool:
         if self.show_bar is not None:
             return self.show_bar
-        if self.notebook:
-            return importlib.util.find_spec("ipywidgets") is not None
-        return sys.stdout.isatty() and sys.stderr.isatty()
+        return self.notebook or terminal_bar()
 
     def before_fit(self) -> None:
         self._close_bar()  # one left open by an exception in an earlier fit
@@ -90,24 +108,38 @@ class ProgressCallback(Callback):
         self.names = self.learn.recorder.metric_names
         self.rows: list[list[str]] = []
         self.widths = [max(len(n), 8) for n in self.names]
+        self.fit_start = time.perf_counter()
+        self.phase, self.done, self.total = "", 0, 0
         if self.notebook:
             from IPython.display import HTML, display
 
+            self.bar_display = display(HTML(bar_html(0, 1, "starting")), display_id=True) if self.bar else None
             self.display = display(HTML(html_table(self.names, [])), display_id=True)
         else:
+            self.bar_display = None
             print(text_row(self.names, self.widths), flush=True)
 
+    # -- the bar
     def _open_bar(self, desc: str) -> None:
         self._close_bar()
+        self.phase, self.done, self.total = desc, 0, len(self.learn.dl)
+        self.phase_start = self.last_refresh = time.perf_counter()
         if not self.bar:
             return
         if self.notebook:
-            from tqdm.notebook import tqdm
-        else:
-            from tqdm import tqdm
+            self._draw_html()
+            return
+        from tqdm import tqdm
 
-        self.pbar = tqdm(total=len(self.learn.dl), desc=desc, leave=False, dynamic_ncols=True)
-        self.last_refresh = time.perf_counter()
+        self.pbar = tqdm(total=self.total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def _draw_html(self, loss: str = "") -> None:
+        elapsed = time.perf_counter() - self.phase_start
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        text = f"{self.phase} {self.done}/{self.total} [{format_time(elapsed)}<{format_time(eta)}]{loss}"
+        from IPython.display import HTML
+
+        self.bar_display.update(HTML(bar_html(self.done, self.total, text)))
 
     def _close_bar(self) -> None:
         if self.pbar is not None:
@@ -118,17 +150,25 @@ class ProgressCallback(Callback):
         self._open_bar(f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} train")
 
     def before_validate(self) -> None:
-        self._open_bar("valid")
+        self._open_bar(f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} valid")
 
     def after_batch(self) -> None:
-        if self.pbar is None:
+        self.done += 1
+        if not self.bar:
             return
-        self.pbar.update(1)
         now = time.perf_counter()
-        # Showing the loss costs a host sync: only when the bar is drawn, at most twice a second.
-        if self.learn.training and now - self.last_refresh > self.refresh_secs:
-            self.last_refresh = now
-            self.pbar.set_postfix_str(f"loss {float(self.learn.smooth_loss):.4f}", refresh=False)
+        if now - self.last_refresh < self.refresh_secs:
+            if self.pbar is not None:
+                self.pbar.update(1)
+            return
+        self.last_refresh = now
+        # Showing the loss costs a host sync: only when the bar is drawn, at most every refresh_secs.
+        loss = f" loss {float(self.learn.smooth_loss):.4f}" if self.learn.training and self.learn.smooth_loss is not None else ""
+        if self.pbar is not None:
+            self.pbar.set_postfix_str(loss.strip(), refresh=False)
+            self.pbar.update(1)
+        elif self.bar_display is not None:
+            self._draw_html(loss)
 
     def after_train(self) -> None:
         self._close_bar()
@@ -136,6 +176,7 @@ class ProgressCallback(Callback):
     def after_validate(self) -> None:
         self._close_bar()
 
+    # -- the table
     def after_epoch(self) -> None:
         log = self.learn.recorder.log
         row = [format_value(n, log.get(n)) for n in self.names]
@@ -149,9 +190,42 @@ class ProgressCallback(Callback):
 
     def after_fit(self) -> None:
         self._close_bar()
+        epochs = len(self.rows)
+        if not epochs:
+            self._say("the fit ended before its first epoch did (cancelled), so the table has no row")
+        elif self.bar_display is not None:
+            from IPython.display import HTML
+
+            took = format_time(time.perf_counter() - self.fit_start)
+            self.bar_display.update(HTML(bar_html(1, 1, f"{epochs} epoch{'s' * (epochs != 1)} in {took}")))
 
     def cleanup_fit(self) -> None:
         self._close_bar()  # also when the fit raised
+        error = sys.exc_info()[1]  # the exception on its way out of the fit, if any
+        if error is None or not hasattr(self, "rows"):
+            return
+        phase = self.phase.split()[-1] if self.phase else ""
+        where = (f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch}, {phase} batch {self.done + 1} of {self.total}"
+                 if phase else "the start of the fit")
+        if isinstance(error, KeyboardInterrupt):
+            self._say(f"interrupted at {where}; the learner is usable: its weights are those of the last step taken")
+        elif not self.rows:
+            self._say(f"the fit failed at {where}, before its first epoch ended ({type(error).__name__})")
+        else:
+            self._say(f"the fit failed at {where} ({type(error).__name__})")
+
+    def _say(self, message: str) -> None:
+        """A line under the table (in the notebook, in place of the bar)."""
+        if self.bar_display is not None:
+            from IPython.display import HTML
+
+            self.bar_display.update(HTML(f"<div>{html.escape(message)}</div>"))
+        elif self.notebook:
+            from IPython.display import HTML, display
+
+            display(HTML(f"<div>{html.escape(message)}</div>"))
+        else:
+            print(message, flush=True)
 
 
 class ShowGraphCallback(Callback):
