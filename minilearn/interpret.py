@@ -335,7 +335,7 @@ class ClassificationInterpretation(Interpretation):
         if normalize:
             totals = cm.sum(axis=1, keepdims=True)
             cm = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)  # a class without items: 0
-        from minilearn.plotting import PlotFigure, display_once  # matplotlib is imported when a plot is drawn
+        from minilearn.plotting import PlotFigure, show_once  # matplotlib is imported when a plot is drawn
 
         fig = PlotFigure(**kwargs)
         ax = fig.subplots()
@@ -356,7 +356,7 @@ class ClassificationInterpretation(Interpretation):
         ax.set_xlabel("Predicted")
         ax.grid(False)
         fig.tight_layout()
-        display_once(fig)
+        show_once(fig)
         return fig
 
     def print_classification_report(self, **kwargs) -> None:

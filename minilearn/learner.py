@@ -332,7 +332,9 @@ class Learner:
 
     def plot_lr_find(self, skip_end: int = 5):
         """The last lr_find's loss against learning rate (log axis) with its suggestions; a Figure."""
-        return lr_finder.plot_learner_lr_find(self, skip_end)
+        from minilearn.plotting import show_once
+
+        return show_once(lr_finder.plot_learner_lr_find(self, skip_end))
 
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
         """Save the weights, optimiser state, epoch and RNG states to `path/model_dir/<name>.pth`,

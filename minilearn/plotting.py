@@ -19,15 +19,41 @@ from minilearn.checks import check_int, check_number
 
 
 class PlotFigure(Figure):
-    """A matplotlib Figure that shows itself in Jupyter as a PNG when it is a cell's value.
+    """A matplotlib Figure that shows itself in Jupyter as a PNG, once per cell.
 
-    Plain Figures render only after `%matplotlib inline`; this one needs no backend at all.
+    Plain Figures render only after `%matplotlib inline`; this one needs no backend at all. The
+    plot functions show their figure as soon as it is drawn (`show_once`), so every plot call
+    appears, whatever follows it in the cell (`plot_loss();`, two plots in a cell, a plot in a
+    loop); when the returned figure is then also the cell's value, it is not shown a second
+    time. Evaluated again in a later cell, it is shown again.
     """
+
+    shown_in = ()  # the notebook cell (its execution count) it was last shown in; () for never
 
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
         self.savefig(buf, format="png", bbox_inches="tight")
         return buf.getvalue()
+
+    def _ipython_display_(self) -> None:
+        """IPython's hook for a cell's value: the picture, unless this cell already showed it."""
+        if self.shown_in != _cell():
+            _send(self)
+
+
+def _cell():
+    """The running notebook cell's execution count."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return getattr(shell, "execution_count", None)
+
+
+def _send(fig: "PlotFigure") -> None:
+    from IPython.display import display
+
+    display({"image/png": fig._repr_png_(), "text/plain": f"<Figure of {len(fig.axes)} Axes>"}, raw=True)
+    fig.shown_in = _cell()
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 4)):
@@ -47,20 +73,22 @@ def save_figure(fig: Figure, path: str | Path, **kwargs) -> Path:
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
 
 
-def display_once(fig: Figure) -> None:
-    """Show `fig` as output of the running Jupyter cell; in a script, show nothing.
-
-    For functions that return an Axes (as fastai's do): an Axes as a cell's value draws no
-    picture, and a Figure not registered with pyplot is never drawn at the end of a cell.
-    """
+def show_once(fig: Figure) -> Figure:
+    """Show `fig` as output of the running Jupyter cell, once (see `PlotFigure`); in a script,
+    show nothing. Returns `fig`, so a plot function ends with `return show_once(fig)`."""
     # Imported here: the notebook check lives with the progress display, and it never imports
     # IPython just to find out (so a script pays nothing).
     from minilearn.callbacks.progress import in_notebook
 
     if in_notebook():
-        from IPython.display import display
+        if isinstance(fig, PlotFigure):
+            if fig.shown_in != _cell():
+                _send(fig)
+        else:
+            from IPython.display import display
 
-        display(fig)
+            display(fig)
+    return fig
 
 
 # ---------------------------------------------------------------- images
@@ -173,7 +201,7 @@ def show_image(im: Any, ax: Axes | None = None, figsize: tuple[float, float] | N
         ax.set_title(title)
     ax.axis("off")
     if new:
-        display_once(fig)
+        show_once(fig)
     return ax
 
 
@@ -226,5 +254,5 @@ def show_images(ims, nrows: int = 1, ncols: int | None = None, titles=None, figs
         ax.axis("off")
     if suptitle is not None:
         fig.suptitle(suptitle)
-    display_once(fig)
+    show_once(fig)
     return grid

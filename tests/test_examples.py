@@ -59,3 +59,18 @@ def test_compare_fastai_shortened(mnist_root, fastai, capsys):
         assert max(v for k, v in diffs[name].items() if "per batch" not in k) < 1e-5
     out = capsys.readouterr().out
     assert out.count("largest difference:") == 2 and "batch_accuracy (fastai)" in out
+
+
+import accel_sgd  # noqa: E402
+
+
+@pytest.mark.mnist
+def test_accel_sgd_shortened_matches_fastai(mnist_root, fastai, capsys):
+    status = accel_sgd.main(["--epochs", "1", "--limit", "1000", "--valid-limit", "500", "--root", str(mnist_root)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.count("epoch     train_loss  valid_loss  accuracy  time") == 5  # the book's table, per experiment
+    assert out.count("largest difference:") == 5 and "lr_find suggests lr" in out
+    for title, _, _ in accel_sgd.EXPERIMENTS:
+        assert any(line.startswith(title) and line.endswith("ok") for line in out.splitlines()), title
+    assert "all differences within tol 1e-05" in out

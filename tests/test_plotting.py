@@ -154,12 +154,18 @@ def test_figures_are_shown_once_in_a_notebook_and_never_in_a_script(monkeypatch)
     assert fake.shown == []  # a script: nothing on screen
 
     monkeypatch.setattr(progress, "in_notebook", lambda: True)
+
+    def png_of(fig):
+        return ({"image/png": fig._repr_png_(), "text/plain": f"<Figure of {len(fig.axes)} Axes>"},), {"raw": True}
+
     ax = show_image(torch.rand(4, 4))
-    assert fake.shown == [((ax.figure,), {})]
+    assert fake.shown == [png_of(ax.figure)]
     show_image(torch.rand(4, 4), ax=ax)  # drawing on the user's own axes: theirs to show
     assert len(fake.shown) == 1
     grid = show_images([torch.rand(4, 4)] * 3)
-    assert len(fake.shown) == 2 and fake.shown[1][0] == (grid.flat[0].figure,)
+    assert len(fake.shown) == 2 and fake.shown[1] == png_of(grid.flat[0].figure)
+    grid.flat[0].figure._ipython_display_()  # the figure as the cell's value afterwards: not shown again
+    assert len(fake.shown) == 2
 
 
 def test_import_minilearn_loads_no_matplotlib_until_show_image_is_asked_for():
@@ -170,3 +176,32 @@ def test_import_minilearn_loads_no_matplotlib_until_show_image_is_asked_for():
             "import minilearn.plotting as p; print(a, 'matplotlib' in sys.modules, show_image is p.show_image)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True", "True"]
+
+
+def test_in_jupyter_every_plot_call_is_shown_once_whatever_follows_it():
+    """A real kernel: `plot_loss();`, two plots in one cell, plots in a loop, a plot followed by
+    plt.show(), and a plot as the cell's value: one picture per call, never two."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    setup = ("import torch\nfrom torch import nn\nimport matplotlib.pyplot as plt\n"
+             "from minilearn import DataLoaders, Learner\n"
+             "x = torch.randn(400, 5); y = (x[:, 0] > 0).long()\n"
+             "dls = DataLoaders.from_tensors(x[:300], y[:300], x[300:], y[300:], bs=32, seed=0)\n"
+             "learn = Learner(dls, nn.Linear(5, 2), nn.CrossEntropyLoss(), lr=0.1)\n"
+             "learn.fit_one_cycle(2)")
+    cells = {
+        "semicolon": "learn.recorder.plot_loss();",
+        "two": "learn.recorder.plot_loss()\nlearn.recorder.plot_sched()",
+        "loop": "for skip in (0, 1, 2):\n    learn.recorder.plot_loss(skip_start=skip)",
+        "plt_show": "learn.recorder.plot_loss(); plt.show()",
+        "value": "learn.recorder.plot_loss()",
+        "assigned": "fig = learn.recorder.plot_loss()",
+        "shown_again": "fig",  # a later cell: shown again
+    }
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(setup)] + [nbformat.v4.new_code_cell(c) for c in cells.values()]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    pngs = {name: sum("image/png" in o.get("data", {}) for o in cell.outputs)
+            for name, cell in zip(cells, nb.cells[1:])}
+    assert pngs == {"semicolon": 1, "two": 2, "loop": 3, "plt_show": 1, "value": 1, "assigned": 1, "shown_again": 1}

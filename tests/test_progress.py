@@ -225,8 +225,8 @@ class FakeHandle:
     def __init__(self):
         self.updates = []
 
-    def update(self, obj):
-        self.updates.append(obj)
+    def update(self, obj, **kwargs):
+        self.updates.append((obj, kwargs))
 
 
 def test_show_graph_in_a_notebook_updates_one_display(monkeypatch):
@@ -249,7 +249,9 @@ def test_show_graph_in_a_notebook_updates_one_display(monkeypatch):
     graph = ShowGraphCallback()
     learn.fit(3, cbs=graph)
     assert len(handles) == 1 and calls == [((), {"display_id": True})]
-    assert handles[0].updates == [graph.graph_fig] * 3
+    updates = handles[0].updates
+    assert len(updates) == 3 and all(kw == {"raw": True} and obj["image/png"][:4] == b"\x89PNG" for obj, kw in updates)
+    assert updates[-1][0]["image/png"] == graph.graph_fig._repr_png_()  # the final graph
 
 
 def test_show_graph_shows_nothing_in_a_script(monkeypatch, capsys):

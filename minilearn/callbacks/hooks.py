@@ -489,7 +489,7 @@ class ActivationStats(HookCallback):
     # -- plots
     def plot_layer_stats(self, idx: int, figsize: tuple[float, float] = (12, 3)):
         """Layer `idx`'s mean, std and fraction near zero against batches; a Figure."""
-        from minilearn.plotting import new_figure
+        from minilearn.plotting import new_figure, show_once
 
         values = self.layer_stats(idx)
         fig, axes = new_figure(1, 3, figsize=figsize)
@@ -497,24 +497,24 @@ class ActivationStats(HookCallback):
             ax.plot(list(v))
             ax.set_title(title)
             ax.set_xlabel("batch")
-        return fig
+        return show_once(fig)
 
     def color_dim(self, idx: int, figsize: tuple[float, float] = (10, 5), ax=None):
         """The 'colorful dimension' picture: layer `idx`'s log histogram (|activation| from 0 at the
         bottom to 10 at the top) against batches, left to right; a Figure."""
-        from minilearn.plotting import new_figure
+        from minilearn.plotting import new_figure, show_once
 
         image = self.hist(idx)
         if ax is None:
             fig, ax = new_figure(figsize=figsize)
         ax.imshow(image.numpy(), origin="lower", aspect="auto")
         ax.axis("off")
-        return ax.figure
+        return show_once(ax.figure)
 
     def dead_chart(self, idxs: Iterable[int] | None = None, figsize: tuple[float, float] = (11, 5)):
         """Per layer of `idxs` (default: all), the fraction of activations in the lowest histogram
         bin against batches (the course's `dead_chart`); a Figure."""
-        from minilearn.plotting import new_figure
+        from minilearn.plotting import new_figure, show_once
 
         if idxs is None:
             self._layer(0)  # fails when nothing was recorded
@@ -533,12 +533,12 @@ class ActivationStats(HookCallback):
             ax.set_title(f"layer {i}")
         for ax in grid[len(fractions):]:
             ax.axis("off")
-        return fig
+        return show_once(fig)
 
     def plot_stats(self, figsize: tuple[float, float] = (10, 4)):
         """Every layer's mean (left) and std (right) against batches, one line per layer (the
         course's picture); a Figure."""
-        from minilearn.plotting import new_figure
+        from minilearn.plotting import new_figure, show_once
 
         n = len(self.stats[0]) if self.stats else 0
         if n == 0:
@@ -551,7 +551,7 @@ class ActivationStats(HookCallback):
         ax_mean.set_title("Means")
         ax_std.set_title("Stdevs")
         ax_std.legend(title="layer")
-        return fig
+        return show_once(fig)
 
     # -- the run's state, for a backup
     def state_dict(self) -> dict:

@@ -179,11 +179,9 @@ def lr_find(learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool =
         if plot_path is not None and is_rank0():
             from minilearn.plotting import save_figure
             save_figure(fig, plot_path)
-        if show_plot and "IPython" in sys.modules:
-            from minilearn.callbacks.progress import in_notebook
-            if in_notebook():
-                from IPython.display import display
-                display(fig)
+        if show_plot:
+            from minilearn.plotting import show_once
+            show_once(fig)
     return finder.suggestions
 
 

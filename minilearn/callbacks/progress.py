@@ -303,7 +303,7 @@ class ShowGraphCallback(Callback):
             margin = 0.05 * (high - low) if high > low else 1.0
             ax.set_ylim(low, high + margin)
         if self.graph_out is not None:
-            self.graph_out.update(self.graph_fig)
+            self.graph_out.update({"image/png": self.graph_fig._repr_png_(), "text/plain": "<loss graph>"}, raw=True)
         if self.path is not None:
             from minilearn.plotting import save_figure
 

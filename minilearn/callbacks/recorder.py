@@ -168,7 +168,7 @@ class Recorder(Callback):
 
     def plot_loss(self, skip_start: int = 5, with_valid: bool = True):
         """Training loss per batch (and validation loss per epoch) against iterations; a Figure."""
-        from minilearn.plotting import new_figure
+        from minilearn.plotting import new_figure, show_once
 
         fig, ax = new_figure()
         losses = self.losses
@@ -181,11 +181,11 @@ class Recorder(Callback):
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss")
         ax.legend()
-        return fig
+        return show_once(fig)
 
     def plot_sched(self, keys: list[str] | None = None):
         """The scheduled hyper-parameters (lr, mom, ...) per batch of the last fit; a Figure."""
-        from minilearn.plotting import new_figure
+        from minilearn.plotting import new_figure, show_once
 
         hps = self.hps if self.hps else {"lr": self.lrs}
         keys = list(hps) if keys is None else keys
@@ -197,4 +197,4 @@ class Recorder(Callback):
             ax.plot(hps[k])
             ax.set_xlabel("iteration")
             ax.set_ylabel(k)
-        return fig
+        return show_once(fig)
