@@ -7,6 +7,7 @@ changing its imports. A cancel exception raised during `<x>` runs `after_cancel_
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 import types
@@ -126,6 +127,23 @@ def where_in_loop(learn) -> str:
     pred = f"; pred: {describe(pred if isinstance(pred, (tuple, list)) else (pred,))}" if pred is not None else ""
     return (f"minilearn: raised at epoch {learn.epoch}, {phase} batch {learn.iter}; inputs: {describe(learn.xb)}; "
             f"targets: {describe(learn.yb)}{pred}; model parameters: {model}")
+
+
+def misspelt_events(cb) -> list[tuple[str, str]]:
+    """`(method, event)` for each method of `cb`'s own classes that looks like a misspelt event
+    (`after_batchh`, `before_fitt`, `afterbatch`): a method no event calls, whose name is one or
+    two letters from an event's. Methods of `Callback` itself are not checked."""
+    found = []
+    for klass in type(cb).__mro__:
+        if klass is Callback or klass is object:
+            break
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in EVENTS or not callable(value):
+                continue
+            close = difflib.get_close_matches(name, EVENTS, n=1, cutoff=0.85)
+            if close:
+                found.append((name, close[0]))
+    return found
 
 
 def callback_name(cls: type) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,7 +30,8 @@ from minilearn import checkpoint, export
 from minilearn.callback import (
     BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
     CancelFitException, CancelStepException, CancelTrainException, CancelValidException,
-    CallbackList, TrainEvalCallback, cleanup_fits, event_method, note_once, print_training_loop, sorted_cbs, where_in_loop,
+    CallbackList, TrainEvalCallback, cleanup_fits, event_method, misspelt_events, note_once, print_training_loop, sorted_cbs,
+    where_in_loop,
 )
 from minilearn.callbacks import hooks, lr_find as lr_finder, preds, progress, schedule, training
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
@@ -100,6 +102,7 @@ class Learner:
         `start_epoch=k` resumes a run at epoch k (after `load(..., with_rng=True)`): epochs
         before k are skipped, and schedules continue where they were.
         """
+        __tracebackhide__ = True  # in IPython tracebacks, the loop's own frames (these 8) are left out
         check_int("n_epoch", n_epoch, low=0)
         check_int("start_epoch", start_epoch, low=0, high=n_epoch)
         check_lr(lr)
@@ -118,22 +121,26 @@ class Learner:
                 self._end_cleanup()
 
     def _do_fit(self) -> None:
+        __tracebackhide__ = True
         for self.epoch in range(self.start_epoch, self.n_epoch):   # 6. repeat (epochs)
             self._with_events(self._do_epoch, "epoch", CancelEpochException)
         # 7. stop: the epochs ran out, or a CancelFitException ended `_with_events` above.
 
     def _do_epoch(self) -> None:
+        __tracebackhide__ = True
         self.dl = self.dls.train
         self._with_events(self._all_batches, "train", CancelTrainException)
         if self.dls.valid is not None:
             self._do_validate(self.dls.valid)
 
     def _do_validate(self, dl) -> None:
+        __tracebackhide__ = True
         self.dl = dl
         with torch.no_grad():
             self._with_events(self._all_batches, "validate", CancelValidException)
 
     def _all_batches(self) -> None:
+        __tracebackhide__ = True
         self.n_iter, self._batch_on_device = len(self.dl), None
         for i, batch in enumerate(self.dl):                        # 6. repeat (batches)
             try:
@@ -144,6 +151,7 @@ class Learner:
 
     def one_batch(self, i: int, batch: tuple) -> None:
         """Batch `i` through the steps, with its events (fastai's name: a callback may call it)."""
+        __tracebackhide__ = True
         self.iter = i
         self.xb, self.yb = self._split(batch)
         self.pred = self.loss = self.loss_grad = None              # nothing stale if a batch is cancelled
@@ -170,6 +178,7 @@ class Learner:
 
     def _with_events(self, f: Callable, name: str, cancel: type[Exception]) -> None:
         """Run `before_<name>`, f, `after_<name>`; a `cancel` exception runs `after_cancel_<name>`."""
+        __tracebackhide__ = True
         before, after_cancel, after = _STAGE_EVENTS[name]  # names made once, not per batch
         try:
             self(before)
@@ -181,6 +190,7 @@ class Learner:
     # ------------------------------------------------------------------ events
     def __call__(self, event) -> None:
         """Run `event` (or each of a list of events) on every callback that has it, in order."""
+        __tracebackhide__ = True
         if not isinstance(event, str):
             for e in event:
                 self(e)
@@ -409,6 +419,9 @@ class Learner:
         existing = self.__dict__.get(cb.name, getattr(type(self), cb.name, None))  # the learner's own, not its model's
         if existing is not None and not isinstance(existing, Callback):
             raise ValueError(f"cbs: a callback named {cb.name!r} would hide the Learner's attribute of that name")
+        for method, event_name in misspelt_events(cb):
+            warnings.warn(f"callback {cb.name!r} ({type(cb).__name__}): no event is called {method!r}, so it never "
+                          f"runs; did you mean {event_name!r}?", stacklevel=3)
         cb.learn = self
         setattr(self, cb.name, cb)
         self.cbs = sorted_cbs([*self.cbs, cb])

@@ -228,3 +228,34 @@ def test_before_batch_cb_changes_each_batch():
     with learn.no_logging():
         learn.fit(1)
     assert min(seen) > 900
+
+
+def test_a_misspelt_event_is_named_when_the_callback_is_added():
+    import warnings
+
+    from synthetic import small_learner
+
+    class Typos(Callback):
+        def after_batchh(self):
+            pass
+
+        def beforefit(self):
+            pass
+
+        def helper(self):  # an ordinary method: nothing to say
+            pass
+
+        def after_batch(self):
+            pass
+
+    learn = small_learner()
+    with pytest.warns(UserWarning) as caught:
+        learn.add_cb(Typos())
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == [
+        "callback 'typos' (Typos): no event is called 'after_batchh', so it never runs; did you mean 'after_batch'?",
+        "callback 'typos' (Typos): no event is called 'beforefit', so it never runs; did you mean 'before_fit'?",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the learner's own callbacks and a correct one: silent
+        small_learner().add_cb(type("Fine", (Callback,), {"after_batch": lambda self: None, "state_dict": lambda self: {}})())

@@ -864,3 +864,30 @@ def test_x_and_y_are_the_batchs_input_and_target():
     assert x.shape == (16, 3) and y.shape == (16, 1)
     learn.xb, learn.yb = (torch.zeros(1), torch.ones(1)), ()
     assert isinstance(learn.x, tuple) and len(learn.x) == 2 and learn.y == ()
+
+
+def test_in_jupyter_a_traceback_shows_the_users_frames_not_the_loops():
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import torch\nfrom torch import nn\nfrom minilearn import DataLoaders, Learner\n"
+        "class Broken(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(3, 1)\n"
+        "    def forward(self, x):\n        raise ValueError('my model broke')\n"
+        "x = torch.randn(32, 3); y = torch.randn(32, 1)\n"
+        "learn = Learner(DataLoaders.from_tensors(x, y, bs=8), Broken(), nn.MSELoss())\n"
+        "learn.fit(1)")]
+    client = NotebookClient(nb, timeout=120, kernel_name="python3")
+    with pytest.raises(CellExecutionError):
+        client.execute()
+    (error,) = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))  # without the colours
+    assert "my model broke" in text and "raise ValueError('my model broke')" in text  # the user's frame
+    assert "minilearn: raised at epoch 0, training batch 0" in text  # and the note
+    for hidden in ("_with_events", "_all_batches", "_do_epoch", "_do_fit", "def fit("):
+        assert hidden not in text, hidden
+    assert "_do_one_batch" in text  # the step that called the model stays
