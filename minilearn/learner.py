@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader as TorchDataLoader
 
 from minilearn import checkpoint, export
 from minilearn.callback import (
@@ -97,10 +98,17 @@ class Learner:
     # ------------------------------------------------------------------ the loop
     def fit(self, n_epoch: int, lr: float | None = None, wd: float | None = None, cbs=None,
             reset_opt: bool = False, start_epoch: int = 0) -> None:
-        """Train for `n_epoch` epochs at learning rate `lr` (default: the Learner's `lr`).
+        """Train for `n_epoch` epochs at a constant learning rate.
 
-        `start_epoch=k` resumes a run at epoch k (after `load(..., with_rng=True)`): epochs
-        before k are skipped, and schedules continue where they were.
+        - `lr`: a number, one number per parameter group (a list or numpy array), or a `slice`
+          (`slice(hi)`: hi/10 for every group but the last; `slice(lo, hi)`: spread
+          geometrically from the first group to the last); default: the Learner's `lr`.
+        - `wd`: weight decay for this fit and after it (default: the Learner's `wd`, else the
+          optimiser's own default).
+        - `cbs`: callbacks for this fit only, removed afterwards (one or a list).
+        - `reset_opt`: start from a fresh optimiser (its running averages forgotten).
+        - `start_epoch=k` resumes a run at epoch k (after `load(..., with_rng=True)`): epochs
+          before k are skipped, and schedules continue where they were.
         """
         __tracebackhide__ = True  # in IPython tracebacks, the loop's own frames (these 8) are left out
         check_int("n_epoch", n_epoch, low=0)
@@ -312,8 +320,15 @@ class Learner:
     def fit_one_cycle(self, n_epoch: int, lr_max=None, div: float = 25.0, div_final: float = 1e5,
                       pct_start: float = 0.25, wd: float | None = None, moms=None, cbs=None,
                       reset_opt: bool = False, start_epoch: int = 0) -> None:
-        """fastai's one-cycle policy: lr warms up from lr_max/div to lr_max over `pct_start`, then
-        anneals to lr_max/div_final, both along cosines; momentum moves the opposite way."""
+        """fastai's one-cycle policy: lr warms up from lr_max/div to lr_max over `pct_start` of the
+        batches, then anneals to lr_max/div_final, both along cosines; momentum moves the opposite
+        way, between `moms` (default: the Learner's, fastai's (0.95, 0.85, 0.95)).
+
+        - `lr_max`: a number, one per parameter group (list or numpy array), or a `slice` (as in
+          `fit`); default: the Learner's `lr`.
+        - `div`, `div_final`: the starting and final learning rates as fractions of `lr_max`.
+        - `wd`, `cbs`, `reset_opt`, `start_epoch`: as in `fit`.
+        """
         schedule.fit_one_cycle(self, n_epoch, lr_max, div, div_final, pct_start, wd, moms, cbs, reset_opt, start_epoch)
 
     def fit_flat_cos(self, n_epoch: int, lr=None, div_final: float = 1e5, pct_start: float = 0.75,
@@ -558,7 +573,22 @@ class Learner:
                                  f"({type(model).__name__})") from None
 
     def __repr__(self) -> str:
-        return f"Learner(model={type(self.model).__name__}, opt={self.opt!r}, cbs={self.cbs})"
+        """What the learner trains and with what: the model and its size, the loss, metrics, data,
+        optimiser, and how far training has got."""
+        n = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        loss = getattr(self.loss_func, "__name__", None) or type(self.loss_func).__name__
+        sizes = [f"{name} {getattr(dl, 'n', '?')}" for name, dl in
+                 zip(("train", "valid", "dls[2]", "dls[3]"), getattr(self.dls, "loaders", []))]
+        bs = getattr(getattr(self.dls, "train", None), "bs", None)
+        rec = getattr(self, "recorder", None)
+        history = f"{len(rec.values)} epoch(s) recorded, last row {rec.history[-1]}" if rec is not None and \
+            rec.history else "not trained yet"
+        opt = repr(self.opt) if self.opt is not None else "made at the first fit"
+        return (f"Learner(model={type(self.model).__name__} with {n:,} parameters ({trainable:,} trainable), "
+                f"loss={loss}, metrics={[m.name for m in self.metrics]}, data={' / '.join(sizes)} items, bs {bs}, "
+                f"opt={opt}, "
+                f"callbacks={[cb.name for cb in self.cbs]}; {history})")
 
 
 def _log_nothing(*args, **kwargs) -> None:
@@ -580,6 +610,11 @@ _STAGE_EVENTS = {stage: (f"before_{stage}", f"after_cancel_{stage}", f"after_{st
 
 def _check_args(dls, model, loss_func, opt_func, lr, splitter) -> None:
     """Clear errors for bad arguments, before any work is done."""
+    if isinstance(dls, TorchDataLoader) or (isinstance(dls, (list, tuple)) and dls
+                                            and all(isinstance(d, TorchDataLoader) for d in dls)):
+        raise TypeError("dls: expected a DataLoaders, got torch DataLoader(s); wrap them: "
+                        "Learner(DataLoaders(train_dl, valid_dl), model, loss_func) (minilearn's DataLoaders "
+                        "takes torch's loaders as they are)")
     if not hasattr(dls, "train") or not hasattr(dls, "valid"):
         raise TypeError(f"dls: expected a DataLoaders (with .train and .valid), got {type(dls).__name__}")
     if not isinstance(model, nn.Module):

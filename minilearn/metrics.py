@@ -142,6 +142,9 @@ class Metric:
     def name(self) -> str:
         return camel2snake(type(self).__name__)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
 
 class AvgMetric(Metric):
     """Mean of `func(pred, *yb)` over all items, each batch weighted by its size."""

@@ -891,3 +891,40 @@ def test_in_jupyter_a_traceback_shows_the_users_frames_not_the_loops():
     for hidden in ("_with_events", "_all_batches", "_do_epoch", "_do_fit", "def fit("):
         assert hidden not in text, hidden
     assert "_do_one_batch" in text  # the step that called the model stays
+
+
+def test_reprs_say_what_the_objects_hold():
+    from minilearn import DataLoaders, accuracy
+
+    x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    learn = Learner(DataLoaders.from_tensors(x, y, x[:10], y[:10], bs=8), nn.Linear(3, 2), nn.CrossEntropyLoss(),
+                    metrics=accuracy)
+    text = repr(learn)
+    for part in ("model=Linear with 8 parameters (8 trainable)", "loss=CrossEntropyLoss", "metrics=['accuracy']",
+                 "data=train 40 / valid 10 items, bs 8", "opt=made at the first fit", "not trained yet"):
+        assert part in text, part
+    assert repr(learn.recorder) == "Recorder(nothing recorded yet; beta 0.98)"
+    assert repr(learn.metrics) == "[AvgMetric('accuracy')]"
+    with learn.no_logging():
+        learn.fit(2)
+    assert "2 epoch(s) recorded, last row {'epoch': 1," in repr(learn) and "opt=Adam(1 group(s)" in repr(learn)
+    assert repr(learn.recorder).startswith("Recorder(2 epoch(s), 10 training batch(es); last row {'epoch': 1,")
+
+
+def test_a_torch_dataloader_as_dls_says_how_to_wrap_it():
+    from torch.utils.data import DataLoader as TorchDataLoader, TensorDataset
+
+    dl = TorchDataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8, 1)))
+    for dls in (dl, (dl, dl)):
+        with pytest.raises(TypeError, match=r"dls: .*torch DataLoader.*DataLoaders\(train_dl, valid_dl\)"):
+            Learner(dls, nn.Linear(3, 1), nn.MSELoss())
+
+
+def test_fit_and_fit_one_cycle_document_every_argument():
+    import inspect
+
+    for method in (Learner.fit, Learner.fit_one_cycle):
+        doc = inspect.getdoc(method)
+        for name in inspect.signature(method).parameters:
+            if name not in ("self", "n_epoch"):
+                assert f"`{name}" in doc, (method.__name__, name)

@@ -95,6 +95,8 @@ class ProgressCallback(Callback):
         self.refresh_secs = refresh_secs
         self.pbar = None
         self.bar_display = None
+        self.notebook, self.bar = False, False  # decided at each fit
+        self.phase, self.done, self.total = "", 0, 0  # the pass in progress (a batch run by hand counts too)
 
     def _bar_wanted(self) -> bool:
         if self.show_bar is not None:

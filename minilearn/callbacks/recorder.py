@@ -63,6 +63,12 @@ class Recorder(Callback):
         self.last_valid: list | None = None
         self.hps: dict[str, list] = {}  # per-batch scheduled hyper-parameters, set by ParamScheduler
 
+    def __repr__(self) -> str:
+        if not self.history:
+            return f"Recorder(nothing recorded yet; beta {self.beta})"
+        return (f"Recorder({len(self.values)} epoch(s), {len(self._losses) + len(self._pending)} training batch(es); "
+                f"last row {self.history[-1]})")
+
     # -- the names of the table's columns
     @property
     def metric_names(self) -> list[str]:
