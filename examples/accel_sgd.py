@@ -84,7 +84,7 @@ import torch
 from torch import nn
 
 from minilearn import SGD, CrossEntropyLossFlat, DataLoaders, Learner, Optimizer, accuracy, datasets
-from minilearn.compare import Comparison, Run, import_fastai
+from minilearn.compare import Comparison, import_fastai, run_of
 
 
 
@@ -248,15 +248,6 @@ def fastai_get_learner(make_dls, model, path):
 
 
 # ------------------------------------------------------------------ comparison
-def run_of(framework: str, learn) -> Run:
-    """What one framework's training produced, as plain numbers (minilearn.compare's Run)."""
-    rec = learn.recorder
-    names = [n for n in rec.metric_names[1:] if n != "time"]
-    values = [[float(v) for v in row[:len(names)]] for row in rec.values]
-    hps = {k: [float(v) for v in vs] for k, vs in getattr(rec, "hps", {}).items()}
-    return Run(framework, names, values, [float(v) for v in rec.lrs], [float(v) for v in rec.losses], hps)
-
-
 def max_abs_diff(a, b) -> float:
     if len(a) != len(b):
         return math.inf  # a different number of values fails the check

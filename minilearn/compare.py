@@ -129,7 +129,8 @@ def make_learners(make_dls: Callable, model: nn.Module, loss_func: Callable, met
     return ml, fa
 
 
-def _run_of(framework: str, learn) -> Run:
+def run_of(framework: str, learn) -> Run:
+    """What one framework's learner recorded in its last fit, as plain numbers (a `Run`)."""
     rec = learn.recorder
     names = [n for n in rec.metric_names[1:] if n != "time"]
     values = [[float(v) for v in row[:len(names)]] for row in rec.values]
@@ -152,7 +153,7 @@ def compare_with_fastai(make_dls: Callable, model: nn.Module, loss_func: Callabl
         ml, fa = make_learners(make_dls, model, loss_func, metrics, opt, opt_kwargs, path=path, **learner_kwargs)
         getattr(ml, method)(n_epoch, lr, cbs=cbs("minilearn") if cbs else None, **fit_kwargs)
         getattr(fa, method)(n_epoch, lr, cbs=cbs("fastai") if cbs else None, **fit_kwargs)
-    return Comparison(_run_of("minilearn", ml), _run_of("fastai", fa))
+    return Comparison(run_of("minilearn", ml), run_of("fastai", fa))
 
 
 def _scratch_path(learner_kwargs: dict):
