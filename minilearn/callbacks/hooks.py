@@ -712,5 +712,5 @@ def summary(learn, *xb) -> Summary:
     if learn.opt is not None:
         lines += [_frozen_line(learn.opt), ""]
     lines.append("Callbacks:")
-    lines += [f"  - {cb}" for cb in learn.cbs]
+    lines += [f"  - {type(cb).__name__}" for cb in learn.cbs]
     return Summary("\n".join(lines), infos, total, trainable)
