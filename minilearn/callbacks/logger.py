@@ -1,20 +1,29 @@
-"""CSVLogger: each epoch's row of the table, appended to a CSV file as it is made."""
+"""CSVLogger: the table as a CSV file, rewritten whole (atomically) after each epoch."""
 
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 
 from minilearn.callback import Callback
+from minilearn.checkpoint import atomic_write
 from minilearn.distributed import is_rank0
 
 
 class CSVLogger(Callback):
-    """Writes the table to `learn.path/fname`, one row per epoch, flushed to disk as it goes.
+    """Writes the table to `learn.path/fname`, one row per finished epoch.
 
     Values are written as numbers (full precision, time in seconds), so `read_log()` (a pandas
-    DataFrame, as fastai's) and `read_rows()` (dicts, without pandas) give them back as numbers. With `append=False` the file starts afresh at each fit.
+    DataFrame, as fastai's) and `read_rows()` (dicts, without pandas) give them back as numbers.
+
+    The file is crash-consistent: after each epoch it is rewritten whole through a temporary file
+    renamed over it, so a crash (or a full disk) leaves the previous complete file, never a cut
+    row. With `append=False` a fit starts a new file; with `append=True` it adds to the rows there,
+    and a header that differs from this fit's columns is an error, raised before any training
+    (never rows under the wrong columns). A fit resumed at `start_epoch=k` (after a crash, from a
+    checkpoint) keeps the file's rows of the epochs before k and drops the others, whatever
+    `append` says, so that every epoch appears exactly once.
     """
 
     order = 60
@@ -22,39 +31,40 @@ class CSVLogger(Callback):
 
     def __init__(self, fname: str | Path = "history.csv", append: bool = False):
         self.fname, self.append = Path(fname), append
-        self.file = None
         self.file_path: Path | None = None  # `fname` under the learner's path, known from the first fit
+        self.rows: list[list] = []  # the file's rows (without the header): read back as text, or this fit's numbers
 
     def before_fit(self) -> None:
         if not is_rank0():  # under torch.distributed one process writes the file
             return
         self.names = self.learn.recorder.metric_names
         self.file_path = self.fname if self.fname.is_absolute() else self.learn.path / self.fname
-        self.file_path.parent.mkdir(parents=True, exist_ok=True)
-        new = not (self.append and self.file_path.exists() and self.file_path.stat().st_size > 0)
-        self.file = open(self.file_path, "a" if self.append else "w", newline="")
-        self.writer = csv.writer(self.file)
-        if new:
-            self._write(self.names)
+        start = self.learn.start_epoch
+        self.rows = []
+        if (self.append or start > 0) and self.file_path.exists():
+            header, rows = _read_csv(self.file_path)
+            if header and header != self.names:
+                raise ValueError(f"CSVLogger: {self.file_path} has the columns {header}, this fit writes "
+                                 f"{self.names}; give another fname, or append=False for a new file")
+            keep_all = self.append and start == 0
+            self.rows = [r for r in rows if keep_all or _epoch_of(r) < start]
+        self._write()
 
     def after_epoch(self) -> None:
-        if self.file is None:
+        if self.file_path is None or not is_rank0():
             return
         log = self.learn.recorder.log
-        self._write(["" if log.get(n) is None else log.get(n) for n in self.names])
+        self.rows.append(["" if log.get(n) is None else log[n] for n in self.names])
+        self._write()
 
-    def _write(self, row: list) -> None:
-        self.writer.writerow(row)
-        self.file.flush()
-        os.fsync(self.file.fileno())  # a crash loses at most the epoch in progress
-
-    def after_fit(self) -> None:
-        self.cleanup_fit()
-
-    def cleanup_fit(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+    def _write(self) -> None:
+        """The header and every row, to a temporary file renamed over the log (see the class)."""
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(self.names)
+        writer.writerows(self.rows)
+        data = text.getvalue().encode()
+        atomic_write(self.file_path, lambda f: f.write(data))
 
     def read_log(self):
         """The rows written so far as a pandas DataFrame, columns named as the table's (fastai's);
@@ -77,3 +87,23 @@ class CSVLogger(Callback):
         if self.file_path is None:
             raise RuntimeError(f"{caller}: nothing written yet; the logger writes during a fit")
         return self.file_path
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A log file's header and complete rows (a last line cut short by an older writer is left out)."""
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    table = list(csv.reader(lines))
+    if not table:
+        return [], []
+    header = table[0]
+    return header, [row for row in table[1:] if len(row) == len(header)]
+
+
+def _epoch_of(row: list[str]) -> int:
+    try:
+        return int(row[0])
+    except (ValueError, IndexError):
+        return -1
