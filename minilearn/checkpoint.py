@@ -13,7 +13,8 @@ import contextlib
 import os
 import pickle
 import random
-import tempfile
+import secrets
+import stat
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -25,9 +26,10 @@ from minilearn.distributed import distrib_barrier, is_rank0
 
 # ---------------------------------------------------------------- a learner's checkpoints
 def checkpoint_path(learn, name: str | Path) -> Path:
-    """Where `save(name)` writes: `path/model_dir/<name>.pth` (an absolute name is kept)."""
+    """Where `save(name)` writes: `path/model_dir/<name>.pth` (`.pth` added unless the name ends
+    with it, so `run1.best` gives `run1.best.pth`; an absolute name is kept)."""
     name = Path(name)
-    name = name if name.suffix else name.with_suffix(".pth")
+    name = name if name.name.endswith(".pth") else name.with_name(name.name + ".pth")
     return name if name.is_absolute() else learn.path / learn.model_dir / name
 
 
@@ -100,23 +102,51 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
 
     The bytes go to a temporary file beside `path`, which is flushed, synced to disk and then
     renamed over `path` in one step: readers see the old file or the new one, nothing between.
+    The new file keeps the mode of the one it replaces, else gets a new file's mode under the
+    process's umask (made by the system: the umask itself is never touched). An error says which
+    file could not be written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+        tmp, fd = _new_temp(path)
+    except OSError as e:
+        raise _naming(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _new_temp(path: Path) -> tuple[str, int]:
+    """A new file beside `path` for writing, created with mode 0o666 (the system applies the umask)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not make a temporary file beside {path}")
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e` as an OSError of the same kind whose message names `path`."""
+    named = type(e)(e.errno, e.strerror or str(e)) if e.errno is not None else type(e)(str(e))
+    named.filename = str(path)
+    return named
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> Path:
@@ -160,12 +190,6 @@ def check_weights_fit(model: "torch.nn.Module", saved: dict, path, strict: bool 
            for k, v in saved.items() if k in current and tuple(v.shape) != tuple(current[k].shape)]
     if bad:
         raise ValueError(f"checkpoint {path}: shapes differ from the model's ({'; '.join(bad[:5])})")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -236,3 +236,44 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path, delay):
     learn.load("ckpt")                              # a whole checkpoint, old or new
     values = {p.flatten()[0].item() for p in model.parameters()}
     assert len(values) == 1 and all(torch.all(p == p.flatten()[0]) for p in model.parameters())
+
+
+def test_saving_never_touches_the_umask_and_keeps_an_existing_files_mode(tmp_path, monkeypatch):
+    import stat
+
+    def no_umask(mask):
+        raise AssertionError("os.umask was called")
+
+    learn = trained(tmp_path)
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", no_umask)
+        path = learn.save("fresh")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0o666 under the process's umask
+        os.chmod(path, 0o600)
+        learn.save("fresh")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a private checkpoint stays private
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+
+
+def test_a_failed_save_names_the_file_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    learn = trained(tmp_path)
+    path = learn.save("ckpt")
+    before = path.read_bytes()
+
+    def full_disk(obj, f):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: '.*models/ckpt.pth'"):
+        learn.save("ckpt")
+    assert path.read_bytes() == before and not list(path.parent.glob(".*"))
+
+
+def test_save_always_adds_pth_as_fastai_does(tmp_path):
+    learn = trained(tmp_path)
+    assert learn.save("run1.best") == tmp_path / "models" / "run1.best.pth"
+    assert learn.save("run2.pth") == tmp_path / "models" / "run2.pth"
+    learn.load("run1.best")  # and finds it again under the same name
