@@ -15,6 +15,7 @@ import pickle
 import random
 import secrets
 import stat
+import warnings
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -58,12 +59,30 @@ def load_learner_state(learn, name: str | Path, with_opt: bool = True, with_rng:
     check_weights_fit(learn.model, saved, path, strict)
     if learn.opt is None:  # as fastai's: after a load there is an optimiser, its state loaded or fresh
         learn.create_opt()
-    if with_opt and "opt" in ckpt:
-        learn.opt.load_state_dict(ckpt["opt"])  # checks its own structure before changing anything
+    opt_state = ckpt.get("opt") if with_opt else None
+    if with_opt and opt_state is None:
+        warnings.warn(f"checkpoint {path}: it holds no optimiser state (saved with with_opt=False?); the optimiser "
+                      "starts afresh, so a resumed run will not continue exactly", stacklevel=3)
+    check = getattr(learn.opt, "_check_state_dict", None)  # ours check without loading; torch's check as they load
+    if opt_state is not None and check is not None:
+        try:
+            check(opt_state)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint {path}: its optimiser state does not fit: {e}") from None
+    rng = ckpt.get("rng") if with_rng else None
+    if with_rng:
+        check_rng_state(rng, learn.dls.loaders, path)
+        epoch = ckpt.get("epoch", learn.epoch)
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"checkpoint {path}: its epoch is {epoch!r}, expected an int >= 0")
+    # everything is checked: now change things
+    if opt_state is not None:
+        learn.opt.load_state_dict(opt_state)
     learn.model.load_state_dict(saved, strict=strict)
-    if with_rng and "rng" in ckpt:
-        set_rng_state(ckpt["rng"], learn.dls.loaders)
-        learn.epoch = ckpt.get("epoch", learn.epoch)
+    if with_rng:
+        set_rng_state(rng, learn.dls.loaders)
+        learn.epoch = epoch
+    learn.restored = {"opt": opt_state is not None, "rng": with_rng}  # what a resumed fit can count on
     if device is not None:
         learn.model.to(device)
 
@@ -79,6 +98,29 @@ def rng_state(loaders=()) -> dict:
         "loaders": [dl.generator.get_state() if getattr(dl, "generator", None) is not None else None
                     for dl in loaders],
     }
+
+
+def check_rng_state(state, loaders, path) -> None:
+    """Raise, naming the file, unless `state` is an `rng_state()` every generator here accepts
+    (tried on throwaway generators, so nothing changes)."""
+    def fail(why: str):
+        raise ValueError(f"checkpoint {path}: its random number generator state {why}")
+    if not isinstance(state, dict) or not {"torch", "python", "loaders"} <= set(state):
+        fail("is missing or incomplete (saved without it?); load with with_rng=False")
+    try:
+        torch.Generator().set_state(state["torch"].cpu())
+        random.Random().setstate(state["python"])
+    except Exception as e:
+        fail(f"is not valid ({type(e).__name__}: {e})")
+    if not isinstance(state["loaders"], list) or len(state["loaders"]) != len(list(loaders)):
+        fail(f"is for {len(state['loaders']) if isinstance(state['loaders'], list) else '?'} loader(s), "
+             f"the DataLoaders have {len(list(loaders))}")
+    for i, (dl, s) in enumerate(zip(loaders, state["loaders"])):
+        if s is not None and getattr(dl, "generator", None) is not None:
+            try:
+                torch.Generator().set_state(s.cpu())
+            except Exception as e:
+                fail(f"for loader {i} is not valid ({type(e).__name__}: {e})")
 
 
 def set_rng_state(state: dict, loaders=()) -> None:

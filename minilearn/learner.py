@@ -87,6 +87,7 @@ class Learner:
         self.metrics = as_metrics(metrics)
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt, self.logger = None, print  # logger: where the Recorder writes rows without a progress table
+        self.restored = None  # what the last `load` put back ({"opt": bool, "rng": bool}), for resumed fits
         self.cbs = CallbackList()  # read-only: change it with add_cb / remove_cb
         self._handlers: dict[str, list] = {}
         self._reset_state()
@@ -114,6 +115,8 @@ class Learner:
         check_int("n_epoch", n_epoch, low=0)
         check_int("start_epoch", start_epoch, low=0, high=n_epoch)
         check_lr(lr)
+        if start_epoch:
+            _warn_if_inexact_resume(self, start_epoch)
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()                                  # 1. init (the optimiser)
@@ -606,6 +609,18 @@ def _state_names(scopes: tuple[str, ...]) -> list[str]:
 # The events around each stage of the loop: (before, after_cancel, after).
 _STAGE_EVENTS = {stage: (f"before_{stage}", f"after_cancel_{stage}", f"after_{stage}")
                  for stage in ("fit", "epoch", "train", "validate", "batch", "backward", "step")}
+
+
+def _warn_if_inexact_resume(learn, start_epoch: int) -> None:
+    """A fit resumed at `start_epoch` continues a run exactly only from a checkpoint's optimiser
+    state and RNGs (`learn.load(name, with_rng=True)`); say what is missing."""
+    restored = learn.restored or {}
+    missing = [what for key, what in (("opt", "optimiser state"), ("rng", "random number generators"))
+               if not restored.get(key)]
+    if missing:
+        warnings.warn(f"fit: resuming at start_epoch={start_epoch} without the checkpoint's {' or '.join(missing)} "
+                      "(learn.load(name, with_rng=True) from a checkpoint saved with its optimiser), so the run "
+                      "will not continue as it would have", stacklevel=3)
 
 
 def _check_args(dls, model, loss_func, opt_func, lr, splitter) -> None:

@@ -717,6 +717,16 @@ class Optimizer(BaseOptimizer):
                 if tuple(p.shape) != tuple(shape):
                     raise ValueError(f"sd: parameter {j} of group {i} was saved with shape {tuple(shape)}, "
                                      f"it has shape {tuple(p.shape)}")
+            for j, (p, st) in enumerate(zip(group, states)):
+                bad = [k for k, v in st.items() if isinstance(v, Tensor) and v.dim() and tuple(v.shape) != tuple(p.shape)]
+                if bad:
+                    raise ValueError(f"sd: the state {bad} of parameter {j} of group {i} has a shape other than "
+                                     f"the parameter's {tuple(p.shape)}")
+        for i, (saved, hypers) in enumerate(zip(sd["hypers"], self.hypers)):
+            if not isinstance(saved, dict) or set(saved) != set(hypers):
+                raise ValueError(f"sd: group {i} was saved by an optimiser with the hyper-parameters "
+                                 f"{sorted(saved) if isinstance(saved, dict) else saved!r}, this {type(self).__name__} "
+                                 f"has {sorted(hypers)} (another optimiser's state?)")
 
 
 def _decay(decouple_wd: bool):

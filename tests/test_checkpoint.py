@@ -277,3 +277,64 @@ def test_save_always_adds_pth_as_fastai_does(tmp_path):
     assert learn.save("run1.best") == tmp_path / "models" / "run1.best.pth"
     assert learn.save("run2.pth") == tmp_path / "models" / "run2.pth"
     learn.load("run1.best")  # and finds it again under the same name
+
+
+def test_load_checks_everything_before_changing_anything(tmp_path):
+    """Another optimiser's state, state of the wrong shape, a broken RNG state, an epoch that is not
+    an int: each is refused, naming the file, with the weights and optimiser as they were."""
+    from minilearn import Adam
+
+    sgd = trained(tmp_path)  # regression_learner: SGD
+    sgd.save("sgd")
+    ckpt = load_checkpoint(sgd.checkpoint_path("sgd"))
+
+    def adam_learner():
+        x, y, vx, vy = linear_data(64, 32, seed=3)
+        torch.manual_seed(3)
+        learn = Learner(DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=3), nn.Linear(x.shape[1], 1),
+                        nn.MSELoss(), opt_func=Adam, lr=0.01, path=tmp_path)
+        with learn.no_logging():
+            learn.fit(1)
+        return learn
+
+    def unchanged_after(learn, name, error):
+        weights = [p.detach().clone() for p in learn.model.parameters()]
+        opt_state = learn.opt.state_dict()
+        with pytest.raises(ValueError, match=error):
+            learn.load(name, with_rng=True)
+        assert all(torch.equal(a, b) for a, b in zip(weights, learn.model.parameters()))
+        after = learn.opt.state_dict()
+        assert after["hypers"] == opt_state["hypers"] and all(
+            torch.equal(a[k], b[k]) for ga, gb in zip(after["state"], opt_state["state"]) for a, b in zip(ga, gb)
+            for k in a if isinstance(a[k], torch.Tensor))
+
+    adam = adam_learner()
+    unchanged_after(adam, "sgd", r"sgd.pth: its optimiser state does not fit: .*another optimiser's state")
+    bad_shape = {**ckpt, "opt": {**ckpt["opt"], "state": [[{**s, "grad_avg": torch.zeros(7)} for s in g]
+                                                          for g in ckpt["opt"]["state"]]}}
+    save_checkpoint(bad_shape, tmp_path / "models" / "shape.pth")
+    unchanged_after(sgd, "shape", r"shape.pth: .*grad_avg.* has a shape other than")
+    save_checkpoint({**ckpt, "rng": {**ckpt["rng"], "torch": torch.zeros(3, dtype=torch.uint8)}}, tmp_path / "models" / "rng.pth")
+    unchanged_after(sgd, "rng", r"rng.pth: its random number generator state is not valid")
+    save_checkpoint({**ckpt, "epoch": "five"}, tmp_path / "models" / "epoch.pth")
+    unchanged_after(sgd, "epoch", r"epoch.pth: its epoch is 'five', expected an int >= 0")
+
+
+def test_load_and_resume_say_when_a_run_cannot_continue_exactly(tmp_path):
+    learn = trained(tmp_path)
+    learn.save("no_opt", with_opt=False)
+    other = regression_learner(path=tmp_path)
+    with pytest.warns(UserWarning, match="no_opt.pth: it holds no optimiser state"):
+        other.load("no_opt")
+    with pytest.warns(UserWarning, match="resuming at start_epoch=1 without the checkpoint's optimiser state or random"):
+        with other.no_logging():
+            other.fit(2, start_epoch=1)
+    learn.save("full")
+    resumed = regression_learner(path=tmp_path)
+    resumed.load("full", with_rng=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with resumed.no_logging():
+            resumed.fit(3, start_epoch=2)
