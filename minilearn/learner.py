@@ -38,7 +38,7 @@ from minilearn.callbacks import hooks, lr_find as lr_finder, preds, progress, sc
 from minilearn.callbacks.distributed import DEFAULT_TIMEOUT, distrib_ctx
 from minilearn.callbacks.progress import ProgressCallback
 from minilearn.callbacks.recorder import Recorder
-from minilearn.checks import as_list, check_callable, check_int, check_lr, check_number
+from minilearn.checks import as_list, check_bool, check_callable, check_int, check_lr, check_number
 from minilearn.data import inputs_of, to_device
 from minilearn.losses import not_reduced
 from minilearn.metrics import as_metrics
@@ -88,6 +88,7 @@ class Learner:
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt, self.logger = None, print  # logger: where the Recorder writes rows without a progress table
         self.restored = None  # what the last `load` put back ({"opt": bool, "rng": bool}), for resumed fits
+        self._fitting = False
         self.cbs = CallbackList()  # read-only: change it with add_cb / remove_cb
         self._handlers: dict[str, list] = {}
         self._reset_state()
@@ -111,12 +112,29 @@ class Learner:
         - `start_epoch=k` resumes a run at epoch k (after `load(..., with_rng=True)`): epochs
           before k are skipped, and schedules continue where they were.
         """
-        __tracebackhide__ = True  # in IPython tracebacks, the loop's own frames (these 8) are left out
+        __tracebackhide__ = True  # in IPython tracebacks the loop's own frames (all marked so) are left out
         check_int("n_epoch", n_epoch, low=0)
         check_int("start_epoch", start_epoch, low=0, high=n_epoch)
         check_lr(lr)
+        check_bool("reset_opt", reset_opt)
+        if self._fitting:
+            raise RuntimeError("fit: the learner is already fitting (fit called from a callback?); a callback "
+                               "may call validate() or get_preds() mid-fit, not fit()")
         if start_epoch:
             _warn_if_inexact_resume(self, start_epoch)
+        modes = [m.training for m in self.model.modules()]
+        self._fitting = True
+        try:
+            self._fit(n_epoch, lr, wd, cbs, reset_opt, start_epoch)
+        except BaseException:
+            for m, mode in zip(self.model.modules(), modes):  # a failed fit leaves the modes as it found them
+                m.training = mode
+            raise
+        finally:
+            self._fitting = False
+
+    def _fit(self, n_epoch: int, lr, wd, cbs, reset_opt: bool, start_epoch: int) -> None:
+        __tracebackhide__ = True
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()                                  # 1. init (the optimiser)
@@ -434,9 +452,14 @@ class Learner:
             raise TypeError(f"cbs: expected Callback instances or classes, got {type(cb).__name__}")
         if cb in self.cbs:
             return cb
-        existing = self.__dict__.get(cb.name, getattr(type(self), cb.name, None))  # the learner's own, not its model's
-        if existing is not None and not isinstance(existing, Callback):
-            raise ValueError(f"cbs: a callback named {cb.name!r} would hide the Learner's attribute of that name")
+        other = getattr(cb, "learn", None)
+        if isinstance(other, Learner) and other is not self and cb in other.cbs:
+            raise ValueError(f"cbs: callback {cb.name!r} ({type(cb).__name__}) belongs to another Learner; a callback "
+                             "runs in one learner at a time: remove it there, or give this one a new instance")
+        own = cb.name in self.__dict__ or hasattr(type(self), cb.name)  # the learner's own attributes, not its model's
+        if own and not isinstance(self.__dict__.get(cb.name), Callback):
+            raise ValueError(f"cbs: a callback named {cb.name!r} would hide the Learner's attribute of that name "
+                             f"(learn.{cb.name}); rename its class")
         for method, event_name in misspelt_events(cb):
             warnings.warn(f"callback {cb.name!r} ({type(cb).__name__}): no event is called {method!r}, so it never "
                           f"runs; did you mean {event_name!r}?", stacklevel=3)

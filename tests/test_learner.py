@@ -928,3 +928,54 @@ def test_fit_and_fit_one_cycle_document_every_argument():
         for name in inspect.signature(method).parameters:
             if name not in ("self", "n_epoch"):
                 assert f"`{name}" in doc, (method.__name__, name)
+
+
+def test_a_fit_inside_a_fit_is_refused_and_a_failed_fit_puts_the_modes_back():
+    from minilearn import Callback
+    from synthetic import small_learner
+
+    class Nested(Callback):
+        def after_epoch(self):
+            self.learn.fit(1)
+
+    learn = small_learner()
+    with pytest.raises(RuntimeError, match="already fitting"), learn.no_logging():
+        learn.fit(2, cbs=Nested())
+    with learn.no_logging():
+        learn.fit(1)  # and the learner goes on
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1))
+    learn = small_learner()
+    learn.model = model
+    model.eval()
+    model[1].train()  # a mix, as a user may leave it
+
+    class Boom(Callback):
+        def after_pred(self):
+            if self.training and self.iter == 1:
+                raise ValueError("boom")
+
+    with pytest.raises(ValueError), learn.no_logging():
+        learn.fit(1, cbs=Boom())
+    assert [m.training for m in model.modules()] == [False, False, True, False]
+
+
+def test_a_callback_runs_in_one_learner_and_cannot_hide_the_learners_attributes():
+    from minilearn import Callback
+    from synthetic import small_learner
+
+    class Counter(Callback):
+        pass
+
+    cb, first, second = Counter(), small_learner(), small_learner()
+    first.add_cb(cb)
+    with pytest.raises(ValueError, match="belongs to another Learner"):
+        second.add_cb(cb)
+    first.remove_cb(cb)
+    second.add_cb(cb)  # free again: fine
+    assert cb.learn is second
+
+    class OptCallback(Callback):  # would be learn.opt, the optimiser's place (None before the first fit)
+        pass
+
+    with pytest.raises(ValueError, match=r"named 'opt' would hide the Learner's attribute"):
+        small_learner().add_cb(OptCallback())
