@@ -98,9 +98,12 @@ def as_list(x) -> list:
 def check_lr(lr) -> None:
     """A learning rate: None (the default), a number >= 0, a list or numpy array (one per group), or a slice."""
     def number(v) -> bool:
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
     one_per_group = isinstance(lr, (list, tuple)) or (type(lr).__module__ == "numpy" and getattr(lr, "ndim", 0) == 1)
-    ok = lr is None or isinstance(lr, slice) or number(lr) or (one_per_group and all(number(v) for v in lr))
+    ends = [v for v in (lr.start, lr.stop) if v is not None] if isinstance(lr, slice) else []
+    ok = lr is None or (isinstance(lr, slice) and all(number(v) for v in ends)) or number(lr) or \
+        (one_per_group and all(number(v) for v in lr))
     if not ok:
-        raise ValueError(f"lr: expected a number >= 0, a list with one per parameter group, or a slice; got {lr!r}")
+        raise ValueError(f"lr: expected a finite number >= 0, a list with one per parameter group, or a slice of "
+                         f"them; got {lr!r}")

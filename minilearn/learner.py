@@ -81,6 +81,8 @@ class Learner:
                  moms: tuple[float, float, float] = (0.95, 0.85, 0.95), wd_bn_bias: bool = False,
                  train_bn: bool = True, default_cbs: bool = True):
         _check_args(dls, model, loss_func, opt_func, lr, splitter)
+        for name, flag in (("default_cbs", default_cbs), ("wd_bn_bias", wd_bn_bias), ("train_bn", train_bn)):
+            check_bool(name, flag)
         self.dls, self.model, self.loss_func, self.opt_func = dls, model, loss_func, opt_func
         self.lr, self.wd, self.splitter, self.moms = lr, wd, splitter, moms
         self.wd_bn_bias, self.train_bn = wd_bn_bias, train_bn

@@ -70,5 +70,41 @@ def test_as_list_and_check_lr():
     for ok in (None, 0, 1e-3, [1e-3, 1e-2], (1e-3,), slice(1e-4, 1e-2)):
         check_lr(ok)
     for bad in (-1, "1e-3", True, [1e-3, -1]):
-        with pytest.raises(ValueError, match="lr: expected a number >= 0"):
+        with pytest.raises(ValueError, match="lr: expected a finite number >= 0"):
             check_lr(bad)
+
+
+def test_bad_numbers_are_refused_before_any_work_naming_the_argument():
+    import math
+
+    from minilearn import GradientClip, ParamScheduler, ReduceLROnPlateau, SaveModelCallback, SchedLin
+    from synthetic import small_learner
+
+    learn = small_learner()
+    cases = [
+        (lambda: learn.fit(1, lr=math.inf), ValueError, "lr"),
+        (lambda: learn.fit(1, lr=slice(1e-4, math.nan)), ValueError, "lr"),
+        (lambda: learn.fit(1, reset_opt="no"), TypeError, "reset_opt"),
+        (lambda: learn.fit_one_cycle(1, div=0), ValueError, "div"),
+        (lambda: learn.fit_one_cycle(1, div_final=0), ValueError, "div_final"),
+        (lambda: learn.fit_one_cycle(1, pct_start=1.5), ValueError, "pct_start"),
+        (lambda: learn.fit_one_cycle(1, moms=(0.9, 0.8)), ValueError, "moms"),
+        (lambda: learn.fit_one_cycle(1, moms=(0.9, 1.2, 0.9)), ValueError, "moms"),
+        (lambda: learn.fit_sgdr(2, 1, cycle_mult=0), ValueError, "cycle_mult"),
+        (lambda: learn.lr_find(start_lr=0), ValueError, "start_lr"),
+        (lambda: learn.lr_find(end_lr=math.nan), ValueError, "end_lr"),
+        (lambda: learn.lr_find(suggest_funcs=["valley"]), TypeError, "suggest_funcs"),
+        (lambda: GradientClip(max_norm=math.nan), ValueError, "max_norm"),
+        (lambda: SaveModelCallback(every_epoch=-1), ValueError, "every_epoch"),
+        (lambda: SaveModelCallback(every_epoch=2.5), TypeError, "every_epoch"),
+        (lambda: SaveModelCallback(every_epoch="yes"), TypeError, "every_epoch"),
+        (lambda: SaveModelCallback(fname=""), ValueError, "fname"),
+        (lambda: ReduceLROnPlateau(min_lr=-1), ValueError, "min_lr"),
+        (lambda: small_learner(default_cbs="no"), TypeError, "default_cbs"),
+    ]
+    for make, error, arg in cases:
+        with pytest.raises(error, match=rf"\b{arg}\b"):
+            make()
+    assert learn.opt is None or not learn.recorder.values  # nothing trained
+    with pytest.raises(ValueError, match=r"scheds: the optimiser has no hyper-parameter \['nope'\]"), learn.no_logging():
+        learn.fit(1, cbs=ParamScheduler({"nope": SchedLin(0, 1)}))

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from minilearn.callback import CancelFitException, CancelValidException
 from minilearn.callbacks.schedule import ParamScheduler, SchedExp
 from minilearn.checkpoint import rng_state, set_rng_state
-from minilearn.checks import check_int
+from minilearn.checks import check_callable, check_int, check_number
 from minilearn.distributed import is_rank0
 from minilearn.metrics import AvgSmoothLoss
 from minilearn.torch_basics import kept_modes
@@ -34,6 +34,8 @@ class LRFinder(ParamScheduler):
 
     def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, beta: float = 0.98):
         check_int("num_it", num_it, low=1)
+        check_number("start_lr", start_lr, low=0, low_open=True)  # an exponential from 0 never leaves it
+        check_number("end_lr", end_lr, low=start_lr, low_open=True)
         super().__init__({"lr": SchedExp(start_lr, end_lr)})
         self.num_it, self.stop_div = max(num_it, 6), stop_div
         self.smoother = AvgSmoothLoss(beta)
@@ -163,6 +165,8 @@ def lr_find(learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool =
     """`Learner.lr_find`: a short fit under an `LRFinder`, then everything put back; the suggestions."""
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     funcs = tuple(suggest_funcs) if isinstance(suggest_funcs, (list, tuple)) else (suggest_funcs,)
+    for f in funcs:  # before the 100 steps, not after them
+        check_callable("suggest_funcs", f, "suggestion functions such as valley, minimum, steep, slide")
     n_epoch = finder.num_it // len(learn.dls.train) + 1
     saved = _snapshot(learn)
     try:

@@ -13,7 +13,7 @@ import struct
 from typing import Callable, Sequence
 
 from minilearn.callback import Callback
-from minilearn.checks import as_list, check_int, check_lr
+from minilearn.checks import as_list, check_int, check_lr, check_number
 
 
 def _elementwise(f: Callable[[float, float], float], start, end):
@@ -147,6 +147,11 @@ class ParamScheduler(Callback):
         self.hps: dict[str, list] = {}
 
     def before_fit(self) -> None:
+        known = self.learn.opt.hypers[0] if self.learn.opt is not None and self.learn.opt.hypers else {}
+        unknown = [name for name in self.scheds if name not in known]
+        if known and unknown:
+            raise ValueError(f"scheds: the optimiser has no hyper-parameter {unknown} to schedule (it has "
+                             f"{sorted(known)}), so nothing would change")
         self.hps = {name: [] for name in self.scheds}
 
     def before_batch(self) -> None:
@@ -185,11 +190,24 @@ def _elementwise_div(x, d: float):
     return [v / d for v in x] if isinstance(x, list) else x / d
 
 
+def _check_moms(moms) -> None:
+    """Three momentums in [0, 1): start, middle, end (fastai's `moms`)."""
+    if not isinstance(moms, (tuple, list)) or len(moms) != 3:
+        raise ValueError(f"moms: expected three momentums (start, middle, end), got {moms!r}")
+    for m in moms:
+        check_number("moms", m, low=0, high=1, high_open=True)
+
+
 def fit_one_cycle(learn, n_epoch: int, lr_max=None, div: float = 25.0, div_final: float = 1e5,
                   pct_start: float = 0.25, wd: float | None = None, moms=None, cbs=None,
                   reset_opt: bool = False, start_epoch: int = 0) -> None:
     """fastai's one-cycle policy: lr warms up from lr_max/div to lr_max over `pct_start`, then
     anneals to lr_max/div_final, both along cosines; momentum moves the opposite way."""
+    check_number("div", div, low=0, low_open=True)
+    check_number("div_final", div_final, low=0, low_open=True)
+    check_number("pct_start", pct_start, low=0, high=1)
+    if moms is not None:
+        _check_moms(moms)
     if reset_opt:
         learn.opt = None
     lr_max = _lrs_after_setting(learn, lr_max)
@@ -214,6 +232,7 @@ def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int 
     """Warm restarts: `n_cycles` cosines from lr_max to 0, each `cycle_mult` times longer."""
     check_int("n_cycles", n_cycles, low=1)
     check_int("cycle_len", cycle_len, low=1)
+    check_int("cycle_mult", cycle_mult, low=1)
     if reset_opt:
         learn.opt = None
     lr_max = _lrs_after_setting(learn, lr_max)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from typing import Callable
 
 import torch
 
 from minilearn.callback import Callback, CancelFitException
-from minilearn.checks import check_int, check_number
+from minilearn.checks import check_bool, check_int, check_number
 from minilearn.distributed import is_rank0
 
 
@@ -116,6 +117,12 @@ class SaveModelCallback(TrackerCallback):
                  fname: str = "model", every_epoch: bool | int = False, at_end: bool = False,
                  with_opt: bool = False, reset_on_fit: bool = True):
         super().__init__(monitor, comp, min_delta, reset_on_fit)
+        if not isinstance(fname, (str, os.PathLike)) or not str(fname).strip():
+            raise ValueError(f"fname: expected a file name for the checkpoints, got {fname!r}")
+        if not isinstance(every_epoch, bool):  # True, False, or save every n-th epoch
+            check_int("every_epoch", every_epoch, low=1)
+        for name, flag in (("at_end", at_end), ("with_opt", with_opt)):
+            check_bool(name, flag)
         self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every_epoch, at_end, with_opt
         self.last_saved_path = None
         self.saved_epochs: list[int] = []
@@ -155,7 +162,7 @@ class ReduceLROnPlateau(PlateauTracker):
                  patience: int = 1, factor: float = 10.0, min_lr: float = 0.0, reset_on_fit: bool = True):
         super().__init__(monitor, comp, min_delta, patience, reset_on_fit)
         self.factor = check_number("factor", factor, low=1, low_open=True)  # the lr is divided by it
-        self.min_lr = min_lr
+        self.min_lr = check_number("min_lr", min_lr, low=0)
 
     def on_plateau(self) -> None:
         opt = self.learn.opt
