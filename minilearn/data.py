@@ -124,6 +124,8 @@ def _check_xy(x_name: str, y_name: str, x: Any, y: Any) -> None:
             raise ValueError(f"{name}: expected a tensor with at least one dimension, got a 0-d tensor")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{x_name} and {y_name}: must have the same length, got {x.shape[0]} and {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{x_name} and {y_name}: are empty (0 items)")
 
 
 # -- small helpers of the batching path
@@ -528,6 +530,20 @@ class DataLoaders:
         """Number of loaders."""
         return len(self.loaders)
 
+    def check_alike(self) -> None:
+        """Raise, before a fit trains, if another loader's items differ in shape from the training
+        loader's (known without drawing a batch for tensors held in memory): a validation set with
+        another feature count would otherwise fail only after a whole epoch."""
+        ref = getattr(self.train, "_tensors", None)
+        for i, dl in enumerate(self.loaders[1:], 1):
+            other = getattr(dl, "_tensors", None)
+            if ref is None or other is None or len(other) != len(ref):
+                continue
+            for k, (a, b) in enumerate(zip(ref, other)):
+                if a.shape[1:] != b.shape[1:]:
+                    raise ValueError(f"dls: loader {i}'s element {k} has items of shape {tuple(b.shape[1:])}, the "
+                                     f"training loader's {tuple(a.shape[1:])}")
+
     def one_batch(self) -> tuple:
         """The first batch of the training loader, to look at shapes or try a model."""
         return self.train.one_batch()
@@ -570,6 +586,9 @@ class DataLoaders:
             raise ValueError(f"{missing}: {given} was given without {missing}; pass both or neither")
         if valid_x is not None:
             _check_xy("valid_x", "valid_y", valid_x, valid_y)
+            if valid_x.shape[1:] != x.shape[1:]:
+                raise ValueError(f"valid_x: its items have shape {tuple(valid_x.shape[1:])}, the training items "
+                                 f"(x) {tuple(x.shape[1:])}")
         bs = check_int("bs", bs, 1)
         val_bs = bs if val_bs is None else check_int("val_bs", val_bs, 1)
         check_device("device", device)

@@ -137,6 +137,8 @@ class Learner:
 
     def _fit(self, n_epoch: int, lr, wd, cbs, reset_opt: bool, start_epoch: int) -> None:
         __tracebackhide__ = True
+        if hasattr(self.dls, "check_alike"):
+            self.dls.check_alike()  # a validation set of another shape fails now, not after an epoch
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()                                  # 1. init (the optimiser)

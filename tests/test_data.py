@@ -626,3 +626,22 @@ def test_tfmddl_is_fastais_name_for_the_loader():
     dl = TfmdDL(TensorDataset(x, y), bs=8, shuffle=True, drop_last=True)
     assert isinstance(dl, DataLoader) and len(dl) == 2 and dl.bs == 8
     assert [b[0].shape[0] for b in dl] == [8, 8]
+
+
+def test_empty_or_mismatched_sets_say_which_before_training():
+    from torch import nn
+
+    from minilearn import Learner
+
+    x, y = make_xy(20)
+    with pytest.raises(ValueError, match="^x and y: are empty"):
+        DataLoaders.from_tensors(x[:0], y[:0], x, y)
+    with pytest.raises(ValueError, match="^valid_x and valid_y: are empty"):
+        DataLoaders.from_tensors(x, y, x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"^valid_x: its items have shape \(5,\), the training items \(x\) \(3,\)"):
+        DataLoaders.from_tensors(x, y, torch.randn(10, 5), y[:10])
+    dls = DataLoaders(DataLoader((x, y), bs=4), DataLoader((torch.randn(8, 5), y[:8]), bs=4))
+    learn = Learner(dls, nn.Linear(x.shape[1], 1), nn.MSELoss())
+    with pytest.raises(ValueError, match=r"dls: loader 1's element 0 has items of shape \(5,\)"), learn.no_logging():
+        learn.fit(1)
+    assert learn.opt is None  # refused before anything was made

@@ -150,3 +150,20 @@ def test_train_ddp_example_one_and_two_processes(mnist_root, tmp_path, monkeypat
     one = torch.load(tmp_path / "models" / "models" / "ddp_example.pth", weights_only=True)["model"]
     assert result["accuracy"] > 0.8
     assert _max_weight_diff(one, two) < 1e-5
+
+
+def test_distrib_ctx_checks_its_arguments_on_one_process_too():
+    from datetime import timedelta
+
+    from minilearn import distrib_ctx
+    from synthetic import small_learner
+
+    learn = small_learner()
+    for kwargs, error, arg in [(dict(timeout=5), TypeError, "timeout"), (dict(backend=3), ValueError, "backend"),
+                               (dict(sync_loss="yes"), TypeError, "sync_loss"),
+                               (dict(unknown=1), TypeError, "unknown")]:
+        with pytest.raises(error, match=arg):
+            with distrib_ctx(learn, **kwargs):
+                pass
+    with distrib_ctx(learn, timeout=timedelta(seconds=5), find_unused_parameters=True):
+        assert learn.opt is None  # alone, nothing changes

@@ -46,6 +46,7 @@ another reason, after `timeout`), and prints the failing rank's traceback.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from datetime import timedelta
 
@@ -192,8 +193,17 @@ def distrib_ctx(learn, sync_loss: bool = True, backend: str | None = None, timeo
     CUDA, each process then on the GPU of its `LOCAL_RANK`; it lasts until the process exits, so
     later blocks reuse it), adds a `DistributedTrainer(sync_loss, **ddp_kwargs)`, hides the table
     and bar off rank 0, and undoes that on leaving, error or not. An error is noted with the
-    rank it arose on.
+    rank it arose on. The arguments are checked on one process too, so a typo shows before torchrun.
     """
+    check_bool("sync_loss", sync_loss)
+    if backend is not None and backend not in ("gloo", "nccl", "mpi", "ucc"):
+        raise ValueError(f"backend: expected None, 'gloo', 'nccl', 'mpi' or 'ucc', got {backend!r}")
+    if not isinstance(timeout, timedelta):
+        raise TypeError(f"timeout: expected a datetime.timedelta, got {timeout!r}")
+    known = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {"self", "module"}
+    unknown = sorted(set(ddp_kwargs) - known)
+    if unknown:
+        raise TypeError(f"ddp_kwargs: DistributedDataParallel takes no {unknown}")
     if num_distrib() <= 1:
         yield learn
         return
