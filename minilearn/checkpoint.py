@@ -10,13 +10,13 @@ file is a `torch.save` of plain data:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 import random
 import secrets
 import stat
 import warnings
-import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -192,8 +192,31 @@ def _naming(e: OSError, path: Path) -> OSError:
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> Path:
-    """`torch.save(obj)` to `path`, atomically."""
+    """`torch.save(obj)` to `path`, atomically, with a checksum of its tensors (checked on load)."""
+    obj = {**obj, "checksum": tensor_checksum(obj)}
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def tensor_checksum(obj) -> str:
+    """A SHA-256 of every tensor in `obj` (nested dicts, lists, tuples), with where it sits, its
+    dtype and shape: a flipped bit in any weight changes it."""
+    digest = hashlib.sha256()
+
+    def walk(o, where: str) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            digest.update(f"{where}:{t.dtype}:{tuple(t.shape)};".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(o, dict):
+            for k in sorted(o, key=repr):
+                if k != "checksum" or where:
+                    walk(o[k], f"{where}/{k!r}")
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                walk(v, f"{where}[{i}]")
+
+    walk(obj, "")
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict:
@@ -213,10 +236,14 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
             f"(weights_only=True); only load files you trust with torch.load yourself") from e
     except (PermissionError, IsADirectoryError):
         raise
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # a truncated, fuzzed or foreign file: whatever torch raises, say which file
         raise ValueError(f"checkpoint {path}: truncated or corrupted ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
+    saved = obj.pop("checksum", None)  # files written before checksums have none
+    if saved is not None and saved != tensor_checksum(obj):
+        raise ValueError(f"checkpoint {path}: its tensors do not match the checksum saved with them "
+                         "(the file is damaged)")
     return obj
 
 

@@ -338,3 +338,35 @@ def test_load_and_resume_say_when_a_run_cannot_continue_exactly(tmp_path):
         warnings.simplefilter("error")
         with resumed.no_logging():
             resumed.fit(3, start_epoch=2)
+
+
+def test_a_flipped_bit_in_the_weights_is_caught_and_damaged_files_name_themselves(tmp_path):
+    learn = trained(tmp_path)
+    path = learn.save("ckpt")
+    assert "checksum" not in load_checkpoint(path)  # checked and removed on load
+    obj = torch.load(path, weights_only=True)
+    assert isinstance(obj["checksum"], str) and len(obj["checksum"]) == 64
+    obj["model"]["weight"].view(torch.int32)[0, 0] ^= 1  # one bit of one weight
+    torch.save(obj, path)  # (as a damaged disk would leave it: the checksum is the old one)
+    with pytest.raises(ValueError, match=r"ckpt.pth: its tensors do not match the checksum"):
+        learn.load("ckpt")
+    export = learn.export("model.pth")
+    obj = torch.load(export, weights_only=True)
+    first = next(iter(obj["state_dict"]))
+    obj["state_dict"][first].view(torch.int32).reshape(-1)[0] ^= 1
+    torch.save(obj, export)
+    from minilearn import load_learner
+    with pytest.raises(ValueError, match="model.pth: its tensors do not match the checksum"):
+        load_learner(export)
+    for name, data in [("text.pth", b"epoch,loss\n0,1.0\n"), ("junk.pth", bytes(range(256)) * 8), ("empty.pth", b"")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"checkpoint .*{name}: (truncated or corrupted|refused to load)"):
+            load_checkpoint(tmp_path / name)  # minilearn's error, naming the file, whatever the bytes
+
+
+def test_files_saved_before_checksums_still_load(tmp_path):
+    learn = trained(tmp_path)
+    path = learn.checkpoint_path("old")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": learn.model.state_dict(), "epoch": 1}, path)  # no checksum, as older versions wrote
+    learn.load("old", with_opt=False)
