@@ -18,6 +18,7 @@ schedules (`minilearn.callbacks.schedule`), the LR finder (`callbacks.lr_find`),
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import warnings
 from pathlib import Path
@@ -559,7 +560,12 @@ class Learner:
         may call it in the middle of a fit. (A loader given first is taken as `dl`.)
         """
         recorder = Recorder(add_time=False)
-        self.side_pass(preds.pass_loader(self, ds_idx, dl), [recorder] + as_list(cbs))
+        fit_metrics = self.metrics
+        self.metrics = [copy.deepcopy(m) for m in fit_metrics]  # its own state: a fit it runs in keeps its own
+        try:
+            self.side_pass(preds.pass_loader(self, ds_idx, dl), [recorder] + as_list(cbs))
+        finally:
+            self.metrics = fit_metrics
         return recorder.last_valid
 
     def get_preds(self, ds_idx: int = 1, dl=None, with_input: bool = False, with_decoded: bool = False,
@@ -587,7 +593,9 @@ class Learner:
                 self._to_device()
                 self._do_validate(dl)
             except BaseException:
-                cleanup_fits(self.cbs)
+                # alone, every callback cleans up as after a failed fit; inside a fit only the pass's
+                # own do (the fit's callbacks, its logger and hooks, carry on)
+                cleanup_fits(self.cbs if not self._fitting else cbs)
                 raise
 
     def __getattr__(self, name: str):

@@ -979,3 +979,46 @@ def test_a_callback_runs_in_one_learner_and_cannot_hide_the_learners_attributes(
 
     with pytest.raises(ValueError, match=r"named 'opt' would hide the Learner's attribute"):
         small_learner().add_cb(OptCallback())
+
+
+def test_a_validate_inside_a_fit_has_its_own_metric_state_and_leaves_the_fits_cleanup_alone(tmp_path):
+    from minilearn import CSVLogger, Callback, DataLoaders, accuracy
+    from synthetic import class_data
+
+    x, y, vx, vy = class_data(n=90, n_valid=45)
+
+    def learner():  # each its own loaders: the same batches in the same order
+        torch.manual_seed(0)
+        dls = DataLoaders.from_tensors(x, y, vx, vy, bs=16, seed=0)
+        return Learner(dls, nn.Linear(4, 3), nn.CrossEntropyLoss(), lr=0.1, metrics=accuracy, path=tmp_path)
+
+    class ValidateOnTrain(Callback):
+        busy = False
+
+        def after_validate(self):  # before the Recorder reads the epoch's accuracy
+            if not self.busy:  # (the side pass runs this event too)
+                self.busy = True
+                self.seen = self.learn.validate(dl=self.dls.train)
+                self.busy = False
+
+    plain, probed = learner(), learner()
+    with plain.no_logging():
+        plain.fit(2)
+    with probed.no_logging():
+        probed.fit(2, cbs=ValidateOnTrain())
+    assert probed.recorder.values == plain.recorder.values  # the table's valid accuracy is still the valid set's
+
+    class FailingProbe(Callback):
+        def after_epoch(self):
+            with pytest.raises(ValueError, match="a broken side pass"):
+                self.learn.validate(cbs=Boom())
+
+    class Boom(Callback):
+        def before_batch(self):
+            raise ValueError("a broken side pass")
+
+    learn = learner()
+    logger = CSVLogger()
+    with learn.no_logging():
+        learn.fit(3, cbs=[logger, FailingProbe()])
+    assert len(logger.read_rows()) == 3  # the logger was not closed by the failed side pass
