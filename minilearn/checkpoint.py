@@ -17,6 +17,7 @@ import random
 import secrets
 import stat
 import warnings
+import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -228,6 +229,7 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
+    _refuse_inflating(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -245,6 +247,21 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
         raise ValueError(f"checkpoint {path}: its tensors do not match the checksum saved with them "
                          "(the file is damaged)")
     return obj
+
+
+def _refuse_inflating(path: Path) -> None:
+    """torch writes its archives uncompressed: one whose entries would inflate to much more than the
+    file's size (a zip bomb, say 1 MB giving a 1 GiB tensor) is refused before any is read."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's older format, or not a checkpoint: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: truncated or corrupted ({type(e).__name__}: {e})") from e
+    if inflated > 2 * path.stat().st_size + (1 << 20):
+        raise ValueError(f"checkpoint {path}: its contents would inflate to {inflated:,} bytes from a file of "
+                         f"{path.stat().st_size:,}; torch's own files are not compressed, so this one is refused")
 
 
 def check_weights_fit(model: "torch.nn.Module", saved: dict, path, strict: bool = True) -> None:

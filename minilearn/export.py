@@ -67,18 +67,50 @@ def describe(model: nn.Module) -> list | None:
     return layers
 
 
+MAX_DEPTH, MAX_MODULES = 16, 10_000  # limits on what an export file may ask `build` to make
+_EXTRA_ARGS = {"Linear": ("bias",)}
+
+
 def build(architecture: list) -> nn.Sequential:
-    """Rebuild the nn.Sequential that `describe` described (only known layer types)."""
-    layers = []
-    for spec in architecture:
-        kind, args = spec["type"], dict(spec["args"])
-        if kind == "Sequential":
-            layers.append(build(args["layers"]))
-        elif kind in _LAYERS:
+    """Rebuild the nn.Sequential that `describe` described, on the meta device (no memory yet).
+
+    Only the known layer types, with exactly their known arguments as plain numbers or flags
+    (never a dtype, a device or anything else from the file), at most MAX_DEPTH deep and
+    MAX_MODULES layers: a file cannot make `load_learner` allocate what its weights do not hold.
+    """
+    count = [0]
+
+    def make(spec_list, depth: int) -> nn.Sequential:
+        if not isinstance(spec_list, list):
+            raise ValueError(f"architecture: expected a list of layers, got {type(spec_list).__name__}")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"architecture: nested deeper than {MAX_DEPTH} Sequentials")
+        layers = []
+        for spec in spec_list:
+            count[0] += 1
+            if count[0] > MAX_MODULES:
+                raise ValueError(f"architecture: more than {MAX_MODULES} layers")
+            if not isinstance(spec, dict) or set(spec) != {"type", "args"} or not isinstance(spec["args"], dict):
+                raise ValueError(f"architecture: a layer must be {{'type': ..., 'args': {{...}}}}, got {spec!r:.100}")
+            kind, args = spec["type"], spec["args"]
+            if kind == "Sequential":
+                if set(args) != {"layers"}:
+                    raise ValueError(f"architecture: a Sequential takes only 'layers', got {sorted(args)}")
+                layers.append(make(args["layers"], depth + 1))
+                continue
+            if kind not in _LAYERS:
+                raise ValueError(f"architecture: unknown layer type {kind!r}")
+            allowed = set(_LAYERS[kind][1]) | set(_EXTRA_ARGS.get(kind, ()))
+            if set(args) - allowed:
+                raise ValueError(f"architecture: {kind} takes {sorted(allowed)}, the file gives {sorted(args)}")
+            plain = all(v is None or isinstance(v, (bool, int, float)) for v in args.values())
+            if not plain:
+                raise ValueError(f"architecture: {kind}'s arguments must be plain numbers, got {args!r:.100}")
             layers.append(_LAYERS[kind][0](**args))
-        else:
-            raise ValueError(f"architecture: unknown layer type {kind!r}")
-    return nn.Sequential(*layers)
+        return nn.Sequential(*layers)
+
+    with torch.device("meta"):
+        return make(architecture, 0)
 
 
 def export_model(model: nn.Module, path: str | Path, item_ndim: int) -> Path:
@@ -152,7 +184,9 @@ def load_learner(fname: str | Path, model: nn.Module | None = None, device=None)
         if ckpt.get("architecture") is None:
             raise ValueError(f"model: {fname} holds the weights of a model that is not a plain nn.Sequential "
                              f"of standard layers; pass model=YourModel(...) to load them into")
-        model = build(ckpt["architecture"])
+        model = build(ckpt["architecture"])  # on the meta device: shapes only, no memory
+        check_weights_fit(model, ckpt["state_dict"], fname)  # the weights must be what it describes
+        model = model.to_empty(device="cpu")  # memory now, for the weights the file does hold
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     check_weights_fit(model, ckpt["state_dict"], fname)

@@ -59,3 +59,52 @@ def test_malformed_export_files_get_a_clear_error(tmp_path):
     wrong = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.0), nn.Linear(16, 2))
     with pytest.raises(ValueError, match="shapes differ"):
         load_learner(path, model=wrong)
+
+
+def _export_file(tmp_path, architecture, state_dict, name="crafted.pth"):
+    from minilearn.checkpoint import save_checkpoint
+    from minilearn.export import FORMAT, VERSION
+
+    return save_checkpoint({"format": FORMAT, "version": VERSION, "state_dict": state_dict,
+                            "architecture": architecture, "item_ndim": 1}, tmp_path / name)
+
+
+def test_load_learner_trusts_nothing_the_file_says_about_the_model(tmp_path, monkeypatch):
+    """A crafted description cannot make load_learner build a huge model, pass other arguments
+    (a dtype) or nest without end: the model is checked on the meta device, against the weights,
+    before any memory is taken."""
+    from minilearn import export
+
+    linear = {"type": "Linear", "args": {"in_features": 20000, "out_features": 20000, "bias": True}}
+    made = []
+    real_empty = nn.Module.to_empty
+    monkeypatch.setattr(nn.Module, "to_empty", lambda self, **kw: made.append(1) or real_empty(self, **kw))
+    path = _export_file(tmp_path, [linear], {"0.weight": torch.zeros(2, 2), "0.bias": torch.zeros(2)})
+    with pytest.raises(ValueError, match="shapes differ"):
+        load_learner(path)
+    assert made == []  # refused before the 1.6 GB Linear got any memory
+    cases = [
+        ([{"type": "Linear", "args": {"in_features": 2, "out_features": 2, "dtype": "float16"}}], "takes"),
+        ([{"type": "Linear", "args": {"in_features": [2], "out_features": 2}}], "plain numbers"),
+        ([{"type": "Conv2d", "args": {}}], "unknown layer type"),
+        ([{"type": "ReLU", "args": {}, "code": "x"}], "a layer must be"),
+    ]
+    nested = []
+    for _ in range(export.MAX_DEPTH + 2):
+        nested = [{"type": "Sequential", "args": {"layers": nested}}]
+    cases.append((nested, "deeper than"))
+    cases.append(([{"type": "ReLU", "args": {}}] * (export.MAX_MODULES + 1), "more than"))
+    for i, (architecture, message) in enumerate(cases):
+        with pytest.raises(ValueError, match=message):
+            load_learner(_export_file(tmp_path, architecture, {}, f"case{i}.pth"))
+
+
+def test_a_file_that_would_inflate_is_refused_before_it_is_read(tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data/0", b"\0" * (20 << 20))  # 20 MB of zeros in a few kB
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match="would inflate to 20,971,520 bytes"):
+        load_learner(bomb)
