@@ -13,7 +13,7 @@ import struct
 from typing import Callable, Sequence
 
 from minilearn.callback import Callback
-from minilearn.checks import as_list, check_int, check_lr, check_number
+from minilearn.checks import as_list, check_bool, check_int, check_lr, check_number
 
 
 def _elementwise(f: Callable[[float, float], float], start, end):
@@ -135,21 +135,25 @@ class ParamScheduler(Callback):
 
     `scheds` maps a hyper-parameter name ('lr', 'mom', 'wd', ...) to a schedule. The values
     the optimiser used are recorded per batch in `hps` and, after the fit, `learn.recorder.hps`.
+    A name the optimiser has no hyper-parameter for is an error at the fit's start (it would
+    change nothing); `strict=False` adds it instead, as fastai does, which `fit_one_cycle` & co
+    use so that their momentum schedule works on an optimiser without momentum.
     """
 
     order = 60
     run_valid = False
 
-    def __init__(self, scheds: dict[str, Callable]):
+    def __init__(self, scheds: dict[str, Callable], strict: bool = True):
         if not isinstance(scheds, dict) or not all(callable(f) for f in scheds.values()):
             raise TypeError("scheds: expected a dict mapping hyper-parameter names to schedules")
         self.scheds = scheds
+        self.strict = check_bool("strict", strict)  # a name the optimiser lacks: an error (False: added)
         self.hps: dict[str, list] = {}
 
     def before_fit(self) -> None:
         known = self.learn.opt.hypers[0] if self.learn.opt is not None and self.learn.opt.hypers else {}
         unknown = [name for name in self.scheds if name not in known]
-        if known and unknown:
+        if self.strict and known and unknown:
             raise ValueError(f"scheds: the optimiser has no hyper-parameter {unknown} to schedule (it has "
                              f"{sorted(known)}), so nothing would change")
         self.hps = {name: [] for name in self.scheds}
@@ -214,7 +218,7 @@ def fit_one_cycle(learn, n_epoch: int, lr_max=None, div: float = 25.0, div_final
     div_lr = _elementwise_div(lr_max, div)
     scheds = {"lr": combined_cos(pct_start, div_lr, lr_max, _elementwise_div(lr_max, div_final)),
               "mom": combined_cos(pct_start, *(learn.moms if moms is None else moms))}
-    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + as_list(cbs), start_epoch=start_epoch)
+    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds, strict=False)] + as_list(cbs), start_epoch=start_epoch)
 
 
 def fit_flat_cos(learn, n_epoch: int, lr=None, div_final: float = 1e5, pct_start: float = 0.75,
@@ -224,7 +228,7 @@ def fit_flat_cos(learn, n_epoch: int, lr=None, div_final: float = 1e5, pct_start
         learn.opt = None
     lr = _lrs_after_setting(learn, lr)
     scheds = {"lr": combined_cos(pct_start, lr, lr, _elementwise_div(lr, div_final))}
-    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + as_list(cbs), start_epoch=start_epoch)
+    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds, strict=False)] + as_list(cbs), start_epoch=start_epoch)
 
 
 def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int = 2, wd: float | None = None,
@@ -239,7 +243,7 @@ def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max=None, cycle_mult: int 
     lengths = [cycle_len * cycle_mult**i for i in range(n_cycles)]
     n_epoch = sum(lengths)
     scheds = {"lr": combine_scheds([n / n_epoch for n in lengths], [SchedCos(lr_max, 0.0) for _ in lengths])}
-    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds)] + as_list(cbs), start_epoch=start_epoch)
+    learn.fit(n_epoch, wd=wd, cbs=[ParamScheduler(scheds, strict=False)] + as_list(cbs), start_epoch=start_epoch)
 
 
 def fine_tune(learn, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
