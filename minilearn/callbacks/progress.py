@@ -97,6 +97,8 @@ class ProgressCallback(Callback):
         self.bar_display = None
         self.notebook, self.bar = False, False  # decided at each fit
         self.phase, self.done, self.total = "", 0, 0  # the pass in progress (a batch run by hand counts too)
+        self.rows: list[list[str]] = []
+        self.fitting = False  # between before_fit and the fit's end (an event run by hand is not a fit)
 
     def _bar_wanted(self) -> bool:
         if self.show_bar is not None:
@@ -108,7 +110,8 @@ class ProgressCallback(Callback):
         self.notebook = in_notebook()
         self.bar = self._bar_wanted()
         self.names = self.learn.recorder.metric_names
-        self.rows: list[list[str]] = []
+        self.rows = []
+        self.fitting = True
         self.widths = [max(len(n), 8) for n in self.names]
         self.fit_start = time.perf_counter()
         self.phase, self.done, self.total = "", 0, 0
@@ -192,6 +195,9 @@ class ProgressCallback(Callback):
 
     def after_fit(self) -> None:
         self._close_bar()
+        if not self.fitting:
+            return
+        self.fitting = False
         epochs = len(self.rows)
         if not epochs:
             self._say("the fit ended before its first epoch did (cancelled), so the table has no row")
@@ -204,8 +210,9 @@ class ProgressCallback(Callback):
     def cleanup_fit(self) -> None:
         self._close_bar()  # also when the fit raised
         error = sys.exc_info()[1]  # the exception on its way out of the fit, if any
-        if error is None or not hasattr(self, "rows"):
+        if error is None or not self.fitting:
             return
+        self.fitting = False
         phase = self.phase.split()[-1] if self.phase else ""
         where = (f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch}, {phase} batch {self.done + 1} of {self.total}"
                  if phase else "the start of the fit")
