@@ -292,6 +292,9 @@ def test_metric_in_learner_is_sklearns_on_the_whole_validation_set(case):
     expected = float(case.ref(y.numpy(), out))
     assert np.isfinite(expected)
     assert value == pytest.approx(expected, abs=TOL)
+    with learn.no_logging():  # the same in the table of a fit (validate has metrics of its own)
+        learn.fit(1, lr=0.0)
+    assert learn.recorder.values[-1][2] == pytest.approx(expected, abs=TOL)
     assert isinstance(metric, AccumMetric) and len(metric.preds) == 3  # three batches (16, 16, 13) kept
     assert sum(t.numel() for t in metric.targs) == y.numel()  # every target kept once
 
