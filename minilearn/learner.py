@@ -120,27 +120,11 @@ class Learner:
         check_int("start_epoch", start_epoch, low=0, high=n_epoch)
         check_lr(lr)
         check_bool("reset_opt", reset_opt)
-        if self._fitting:
-            raise RuntimeError("fit: the learner is already fitting (fit called from a callback?); a callback "
-                               "may call validate() or get_preds() mid-fit, not fit()")
         if start_epoch:
             _warn_if_inexact_resume(self, start_epoch)
-        modes = [m.training for m in self.model.modules()]
-        self._fitting = True
-        try:
-            self._fit(n_epoch, lr, wd, cbs, reset_opt, start_epoch)
-        except BaseException:
-            for m, mode in zip(self.model.modules(), modes):  # a failed fit leaves the modes as it found them
-                m.training = mode
-            raise
-        finally:
-            self._fitting = False
-
-    def _fit(self, n_epoch: int, lr, wd, cbs, reset_opt: bool, start_epoch: int) -> None:
-        __tracebackhide__ = True
         if hasattr(self.dls, "check_alike"):
             self.dls.check_alike()  # a validation set of another shape fails now, not after an epoch
-        with self.added_cbs(cbs):
+        with self._one_fit(), self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()                                  # 1. init (the optimiser)
             wd = self.wd if wd is None else wd
@@ -153,6 +137,25 @@ class Learner:
                 self._with_events(self._do_fit, "fit", CancelFitException)
             finally:
                 self._end_cleanup()
+
+    @contextlib.contextmanager
+    def _one_fit(self):
+        """One fit at a time (a callback calling fit is refused); a failed fit puts the model's
+        train/eval modes back as it found them."""
+        __tracebackhide__ = True
+        if self._fitting:
+            raise RuntimeError("fit: the learner is already fitting (fit called from a callback?); a callback "
+                               "may call validate() or get_preds() mid-fit, not fit()")
+        modes = [m.training for m in self.model.modules()]
+        self._fitting = True
+        try:
+            yield
+        except BaseException:
+            for m, mode in zip(self.model.modules(), modes):
+                m.training = mode
+            raise
+        finally:
+            self._fitting = False
 
     def _do_fit(self) -> None:
         __tracebackhide__ = True
