@@ -88,6 +88,18 @@ def load_learner_state(learn, name: str | Path, with_opt: bool = True, with_rng:
         learn.model.to(device)
 
 
+def warn_if_inexact_resume(learn, start_epoch: int) -> None:
+    """A fit resumed at `start_epoch` continues a run exactly only from a checkpoint's optimiser
+    state and RNGs (`learn.load(name, with_rng=True)`); say what is missing."""
+    restored = learn.restored or {}
+    missing = [what for key, what in (("opt", "optimiser state"), ("rng", "random number generators"))
+               if not restored.get(key)]
+    if missing:
+        warnings.warn(f"fit: resuming at start_epoch={start_epoch} without the checkpoint's {' or '.join(missing)} "
+                      "(learn.load(name, with_rng=True) from a checkpoint saved with its optimiser), so the run "
+                      "will not continue as it would have", stacklevel=3)
+
+
 # ---------------------------------------------------------------- random number generators
 def rng_state(loaders=()) -> dict:
     """The random number generators: torch's (CPU and CUDA), Python's, and each loader's."""

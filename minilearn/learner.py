@@ -121,7 +121,7 @@ class Learner:
         check_lr(lr)
         check_bool("reset_opt", reset_opt)
         if start_epoch:
-            _warn_if_inexact_resume(self, start_epoch)
+            checkpoint.warn_if_inexact_resume(self, start_epoch)
         if hasattr(self.dls, "check_alike"):
             self.dls.check_alike()  # a validation set of another shape fails now, not after an epoch
         with self._one_fit(), self.added_cbs(cbs):
@@ -647,18 +647,6 @@ def _state_names(scopes: tuple[str, ...]) -> list[str]:
 # The events around each stage of the loop: (before, after_cancel, after).
 _STAGE_EVENTS = {stage: (f"before_{stage}", f"after_cancel_{stage}", f"after_{stage}")
                  for stage in ("fit", "epoch", "train", "validate", "batch", "backward", "step")}
-
-
-def _warn_if_inexact_resume(learn, start_epoch: int) -> None:
-    """A fit resumed at `start_epoch` continues a run exactly only from a checkpoint's optimiser
-    state and RNGs (`learn.load(name, with_rng=True)`); say what is missing."""
-    restored = learn.restored or {}
-    missing = [what for key, what in (("opt", "optimiser state"), ("rng", "random number generators"))
-               if not restored.get(key)]
-    if missing:
-        warnings.warn(f"fit: resuming at start_epoch={start_epoch} without the checkpoint's {' or '.join(missing)} "
-                      "(learn.load(name, with_rng=True) from a checkpoint saved with its optimiser), so the run "
-                      "will not continue as it would have", stacklevel=3)
 
 
 def _check_args(dls, model, loss_func, opt_func, lr, splitter) -> None:

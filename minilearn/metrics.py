@@ -14,7 +14,6 @@ rank reports the metric over the whole validation set.
 from __future__ import annotations
 
 import enum
-import math
 import warnings
 from typing import Callable
 

@@ -33,7 +33,6 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch._utils import _flatten_dense_tensors  # one C++ call (DDP and apex use it too)
 
 from minilearn.checks import check_int, check_number
 
@@ -465,6 +464,8 @@ class _FlatRun:
         self.param = torch.cat([p.detach().reshape(-1) for p in ps])
         for p, view in zip(ps, self.param.split(self.sizes)):
             p.data = view.view_as(p)
+        self.grad = torch.empty_like(self.param)  # the gradients are copied here each step: no allocation
+        self.grad_views = [v.view_as(p) for v, p in zip(self.grad.split(self.sizes), ps)]
         self.state: dict = {}
         self.views: dict[str, list[Tensor]] = {}  # key -> each parameter's view of state[key]
         for key in states[0]:  # `adoptable` checked that every parameter has the same keys
@@ -502,16 +503,16 @@ class _FlatRun:
 
     def step(self, cbs: list, hypers: dict, writes_grad: bool) -> None:
         """Run the step functions once on the flat parameter, gradient and state."""
-        # one C++ call joins the gradients (torch.cat would need a reshape per parameter first)
-        self.param.grad = _flatten_dense_tensors([p.grad for p in self.ps])
+        torch._foreach_copy_(self.grad_views, [p.grad for p in self.ps])  # one call for every gradient
+        self.param.grad = self.grad
         try:
             for cb in cbs:
                 out = cb(self.param, **{**self.state, **hypers})
                 if out:
                     self.state.update(out)
             if writes_grad:  # as in the loop, p.grad holds what the step functions made of it (l2_reg)
-                for p, g in zip(self.ps, self.param.grad.split(self.sizes)):
-                    p.grad = g.view_as(p)
+                for p, g in zip(self.ps, self.grad_views):
+                    p.grad.copy_(g)
         finally:
             self.param.grad = None
         self._share()
