@@ -18,6 +18,7 @@ from minilearn.callbacks.distributed import DistributedTrainer, distrib_ctx
 from minilearn.distributed import (
     DistributedDL, distrib_barrier, is_rank0, num_distrib, rank_distrib, setup_distrib, teardown_distrib,
 )
+from minilearn.callbacks.backup import BackupCallback
 from minilearn.callbacks.logger import CSVLogger
 from minilearn.callbacks.tracker import (
     EarlyStoppingCallback, ReduceLROnPlateau, SaveModelCallback, TerminateOnNaNCallback, TrackerCallback,
@@ -75,7 +76,7 @@ __all__ = [
     "L1LossFlat", "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat", "MSELossFlat",
     "L", "Module", "default_device", "find_bs", "find_device", "first", "kept_modes", "no_random", "replacing_yield", "set_seed", "tensor", "to_cpu",
     "to_detach", "to_device", "to_np",
-    "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
+    "BackupCallback", "EarlyStoppingCallback", "SaveModelCallback", "TrackerCallback", "CSVLogger", "ReduceLROnPlateau",
     "TerminateOnNaNCallback", "GradientAccumulation", "GradientClip", "MixedPrecision", "BnFreeze", "ChannelsLast",
     "ModelResetter", "ShortEpochCallback", "bn_types", "set_bn_eval", "CollectDataCallback", "FetchPredsCallback", "MCDropoutCallback", "InferenceLearner",
     "load_learner", "DistributedDL", "DistributedTrainer", "distrib_barrier", "distrib_ctx", "is_rank0",

@@ -221,6 +221,16 @@ class Callback:
             return None
         return method()
 
+    # -- the state protocol: what a backup (`BackupCallback`) keeps of this callback, so that a run
+    # killed and started again continues exactly. Plain data and tensors only (the file is read
+    # with `weights_only=True`); nothing by default, for callbacks that hold no run state.
+    def state_dict(self) -> dict:
+        """This callback's run state (history, best value, position, ...) as plain data and tensors."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back what `state_dict()` returned (called after the callback's own `before_fit`)."""
+
     def runs_at(self, event: str, training: bool) -> bool:
         """Whether this callback runs at `event` in the current phase (train or valid)."""
         if event not in BATCH_EVENTS:

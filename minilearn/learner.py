@@ -56,7 +56,7 @@ from minilearn.torch_basics import kept_modes
 #            every fit, so that no tensor of it is kept alive.
 LOOP_STATE: dict[str, tuple[object, str]] = {
     "epoch": (0, "fit"), "n_epoch": (1, "fit"), "start_epoch": (0, "fit"), "train_iter": (0, "fit"),
-    "pct_train": (0.0, "fit"), "_smooth_loss": (None, "fit"),
+    "pct_train": (0.0, "fit"), "_smooth_loss": (None, "fit"), "resume_iter": (0, "fit"),
     "training": (False, "pass"), "iter": (0, "pass"), "n_iter": (0, "pass"), "device": (None, "pass"),
     "n_inp": (1, "pass"), "_batch_on_device": (None, "pass"),
     "dl": (None, "batch"), "xb": ((), "batch"), "yb": ((), "batch"), "pred": (None, "batch"),
@@ -179,7 +179,10 @@ class Learner:
     def _all_batches(self) -> None:
         __tracebackhide__ = True
         self.n_iter, self._batch_on_device = len(self.dl), None
+        skip = self.resume_iter if self.training else 0  # a run resumed mid-epoch (BackupCallback) had done these
         for i, batch in enumerate(self.dl):                        # 6. repeat (batches)
+            if i < skip:
+                continue
             try:
                 self.one_batch(i, batch)
             except BaseException as e:

@@ -209,20 +209,25 @@ class AvgSmoothLoss(Metric):
 
     def reset(self) -> None:
         self.count, self.val = 0, torch.tensor(0.0)
+        self.host_val: float | None = 0.0  # `val` in full precision, as `add` left it (None: `val` rules)
 
     def accumulate(self, learn) -> None:
         loss = (learn.loss if learn.loss.ndim == 0 else learn.loss.mean()).detach().float()
         self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
         self.count += 1
+        self.host_val = None
 
     def add(self, losses: list[float]) -> list[float]:
-        """Smooth these losses (floats) on from the current state; the debiased value after each."""
-        val, beta, out = float(self.val), self.beta, []
+        """Smooth these losses (floats) on from the current state; the debiased value after each.
+        It goes on from the full-precision value the last `add` reached, so the result does not
+        depend on how the losses were split into calls."""
+        val = self.host_val if self.host_val is not None else float(self.val)
+        beta, out = self.beta, []
         for loss in losses:
             val = beta * val + (1 - beta) * loss
             self.count += 1
             out.append(val / (1 - beta**self.count))
-        self.val = torch.tensor(val)
+        self.val, self.host_val = torch.tensor(val), val
         return out
 
     @property

@@ -57,6 +57,15 @@ class CSVLogger(Callback):
         self.rows.append(["" if log.get(n) is None else log[n] for n in self.names])
         self._write()
 
+    def state_dict(self) -> dict:
+        """The rows written so far (the file is rewritten with them when a backup is put back)."""
+        return {"rows": [list(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [list(r) for r in state["rows"]]
+        if self.file_path is not None and is_rank0():
+            self._write()
+
     def _write(self) -> None:
         """The header and every row, to a temporary file renamed over the log (see the class)."""
         text = io.StringIO(newline="")

@@ -214,7 +214,8 @@ class ProgressCallback(Callback):
             return
         self.fitting = False
         phase = self.phase.split()[-1] if self.phase else ""
-        where = (f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch}, {phase} batch {self.done + 1} of {self.total}"
+        learn = self.learn  # the batch in hand (a later callback may have failed after the bar counted it)
+        where = (f"epoch {learn.epoch + 1}/{learn.n_epoch}, {phase} batch {learn.iter + 1} of {learn.n_iter}"
                  if phase else "the start of the fit")
         if isinstance(error, KeyboardInterrupt):
             self._say(f"interrupted at {where}; the learner is usable: its weights are those of the last step taken")

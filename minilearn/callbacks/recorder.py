@@ -144,6 +144,26 @@ class Recorder(Callback):
         if getattr(self.learn, "progress", None) is None:  # no table: the row goes to the logger, as fastai's
             self.learn.logger([format_time(v) if k == "time" else v for k, v in self.log.items()])
 
+    # -- the state protocol (see Callback.state_dict): the whole record, so a resumed run goes on with it
+    def state_dict(self) -> dict:
+        """The history, per-batch losses and lrs, scheduled hyper-parameters and the smoothed loss."""
+        self._flush()
+        return {"losses": list(self._losses), "lrs": list(self.lrs), "iters": list(self.iters),
+                "values": [list(v) for v in self.values], "history": [dict(h) for h in self.history],
+                "hps": {k: list(v) for k, v in self.hps.items()}, "log": dict(self.log),
+                "last_valid": self.last_valid, "smooth": {"count": self._smooth.count, "val": self._smooth.val.clone(),
+                           "host_val": self._smooth.host_val}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._losses, self._pending = list(state["losses"]), []
+        self.lrs, self.iters = list(state["lrs"]), list(state["iters"])
+        self.values, self.history = [list(v) for v in state["values"]], [dict(h) for h in state["history"]]
+        self.hps, self.log, self.last_valid = {k: list(v) for k, v in state["hps"].items()}, dict(state["log"]), \
+            state["last_valid"]
+        smooth = state["smooth"]
+        self._smooth.count, self._smooth.val, self._smooth.host_val = smooth["count"], smooth["val"].clone(), \
+            smooth["host_val"]
+
     # -- reading the numbers back
     def _flush(self) -> None:
         """Bring the pending batch losses to the host and smooth them: EMA with `beta`, debiased."""

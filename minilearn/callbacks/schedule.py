@@ -161,6 +161,13 @@ class ParamScheduler(Callback):
     def before_batch(self) -> None:
         self.set_values(self.learn.pct_train)
 
+    def state_dict(self) -> dict:
+        """The values used so far (the schedules themselves are the fit's arguments, given again)."""
+        return {"hps": {k: list(v) for k, v in self.hps.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.hps = {k: list(v) for k, v in state["hps"].items()}
+
     def set_values(self, pos: float) -> None:
         for name, sched in self.scheds.items():
             self.learn.opt.set_hyper(name, sched(pos))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -49,6 +50,13 @@ class TrackerCallback(Callback):
         if self.reset_on_fit or self.best is None:
             self.best = math.inf if self.comp(0, 1) else -math.inf
 
+    def state_dict(self) -> dict:
+        """The best value so far (and, in subclasses, what else they count)."""
+        return {"best": self.best, "new_best": self.new_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.new_best = state["best"], state["new_best"]
+
     def after_epoch(self) -> None:
         # the epoch's row as the Recorder keeps it (fastai's trackers read it there, so a callback
         # that rewrites recorder.values[-1] is seen)
@@ -71,6 +79,13 @@ class PlateauTracker(TrackerCallback):
     def before_fit(self) -> None:
         self.wait = 0
         super().before_fit()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.wait = state["wait"]
 
     def after_epoch(self) -> None:
         super().after_epoch()
@@ -95,6 +110,13 @@ class EarlyStoppingCallback(PlateauTracker):
     def before_fit(self) -> None:
         self.stopped_epoch = None
         super().before_fit()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.stopped_epoch = state["stopped_epoch"]
 
     def on_plateau(self) -> None:
         self.stopped_epoch = self.learn.epoch
@@ -130,6 +152,17 @@ class SaveModelCallback(TrackerCallback):
     def before_fit(self) -> None:
         self.saved_epochs, self.last_saved_path = [], None  # only this fit's saves are loaded back
         super().before_fit()
+
+    def state_dict(self) -> dict:
+        """The best value, the epochs saved at and the last file written (loaded back at the end)."""
+        last = None if self.last_saved_path is None else str(self.last_saved_path)
+        return {**super().state_dict(), "saved_epochs": list(self.saved_epochs), "last_saved_path": last}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.saved_epochs = list(state["saved_epochs"])
+        last = state["last_saved_path"]
+        self.last_saved_path = None if last is None else Path(last)
 
     def _save(self, name: str) -> None:
         self.last_saved_path = self.learn.save(name, with_opt=self.with_opt)
@@ -188,6 +221,12 @@ class TerminateOnNaNCallback(Callback):
 
     def before_fit(self) -> None:
         self.stopped_at = None
+
+    def state_dict(self) -> dict:
+        return {"stopped_at": self.stopped_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stopped_at = None if state["stopped_at"] is None else tuple(state["stopped_at"])
 
     def after_loss(self) -> None:
         loss = self.learn.loss

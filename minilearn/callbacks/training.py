@@ -51,6 +51,14 @@ class MixedPrecision(Callback):
                                            **self.scaler_kwargs)
         self._stepped = False
 
+    def state_dict(self) -> dict:
+        """The loss scaler's state (its scale and growth count; empty when it is off, as on the CPU)."""
+        return {"scaler": self.scaler.state_dict()} if self.scaler is not None and self.scaler.is_enabled() else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
     def before_batch(self) -> None:
         if self.autocast is None:  # validate() / get_preds() before any fit
             self._setup()
@@ -135,6 +143,17 @@ class GradientAccumulation(Callback):
 
     def before_fit(self) -> None:
         self.count = 0
+
+    def state_dict(self) -> dict:
+        """The samples counted since the last step, and the gradients accumulated over them."""
+        grads = [None if p.grad is None else p.grad.detach().clone() for p in self.learn.model.parameters()] \
+            if self.count else []
+        return {"count": self.count, "grads": grads}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["count"]
+        for p, g in zip(self.learn.model.parameters(), state["grads"]):
+            p.grad = None if g is None else g.to(p.device, p.dtype).clone()
 
     def _global_bs(self) -> int:
         # under DDP each process holds part of the batch; count the whole batch on every one,
