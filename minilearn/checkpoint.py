@@ -10,12 +10,16 @@ file is a `torch.save` of plain data:
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import pickle
 import random
 import secrets
+import signal
+import socket
 import stat
+import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -168,17 +172,22 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         tmp, fd = _new_temp(path)
     except OSError as e:
         raise _naming(e, path) from e
+    interrupted: list[int] = []
     try:
-        with os.fdopen(fd, "wb") as f:
+        with _noting_interrupts(interrupted), os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
+        _remove_stale_temps(path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if interrupted and not isinstance(e, KeyboardInterrupt):
+            # Ctrl-C inside torch.save's C++ writer comes out as its RuntimeError: say what it was
+            raise KeyboardInterrupt(f"interrupted while writing {path} (left as it was)") from e
         if isinstance(e, OSError):
             raise _naming(e, path) from e
         raise
@@ -186,15 +195,63 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _noting_interrupts(interrupted: list):
+    """Inside the block a SIGINT is noted in `interrupted` and then handled as before (Ctrl-C still
+    stops the write at once); only in the main thread, where Python runs signal handlers."""
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is None:  # another thread, or a handler not set from Python: leave it alone
+        yield
+        return
+
+    def note(signum, frame):
+        interrupted.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _new_temp(path: Path) -> tuple[str, int]:
-    """A new file beside `path` for writing, created with mode 0o666 (the system applies the umask)."""
+    """A new file beside `path` for writing, created with mode 0o666 (the system applies the umask),
+    named with this machine and process, so that one a killed process left can be recognised."""
     for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = str(path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
     raise FileExistsError(f"could not make a temporary file beside {path}")
+
+
+_HOST = socket.gethostname().replace(".", "-")
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of `path` that a process on this machine, killed while writing
+    it, left behind (a SIGKILL runs no cleanup); those of live processes or other machines stay."""
+    prefix = f".{path.name}.{_HOST}."
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0] if tmp.name.startswith(prefix) else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
 
 
 def _naming(e: OSError, path: Path) -> OSError:

@@ -370,3 +370,60 @@ def test_files_saved_before_checksums_still_load(tmp_path):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": learn.model.state_dict(), "epoch": 1}, path)  # no checksum, as older versions wrote
     learn.load("old", with_opt=False)
+
+
+def test_ctrl_c_during_torch_save_comes_out_as_keyboard_interrupt(tmp_path):
+    """SIGINT while torch.save's C++ writer calls the file's write surfaces there as torch's
+    RuntimeError; atomic_write says what it was, and the previous file is as it was."""
+    path = tmp_path / "big.pth"
+    path.write_bytes(b"the previous file")
+
+    class InterruptedFile:  # the file torch.save writes to; Ctrl-C arrives at its third write
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    state = {"a": torch.randn(500, 100), "b": torch.randn(500, 100)}
+    with pytest.raises(KeyboardInterrupt, match="interrupted while writing"):
+        atomic_write(path, lambda f: torch.save(state, InterruptedFile(f)))
+    assert path.read_bytes() == b"the previous file" and not list(tmp_path.glob(".*"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler put back
+
+
+def test_files_another_thread_creates_while_saving_keep_the_umask(tmp_path):
+    """Saving never changes the process's umask, so files made meanwhile by other threads get the
+    mode the umask gives them (never world-writable)."""
+    import stat
+    import threading
+
+    learn = trained(tmp_path)
+    old = os.umask(0o022)
+    stop, modes = threading.Event(), []
+
+    def make_files():
+        i = 0
+        while not stop.is_set():
+            p = tmp_path / f"other{i % 50}"
+            p.unlink(missing_ok=True)
+            with open(p, "w"):
+                pass
+            modes.append(stat.S_IMODE(p.stat().st_mode))
+            i += 1
+    other = threading.Thread(target=make_files)
+    other.start()
+    try:
+        for _ in range(30):
+            learn.save("ckpt")
+    finally:
+        stop.set()
+        other.join()
+        os.umask(old)
+    assert len(modes) > 100 and set(modes) == {0o644}
