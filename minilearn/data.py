@@ -13,6 +13,7 @@ A torch `DataLoader` is accepted as well, so nothing has to be rewritten to use 
 is (its sampler decides the order).
 """
 
+import itertools
 import math
 from typing import Any, Callable, Iterator
 
@@ -267,8 +268,13 @@ class DataLoader(_PicksItsClass):
 
     def __iter__(self) -> Iterator[tuple]:
         """Yield one epoch of batches (tuples), every item once unless `drop_last` cuts the remainder."""
+        return self.batches_from(0)
+
+    def batches_from(self, first: int) -> Iterator[tuple]:
+        """The pass's batches from batch `first` on: the order drawn as for a whole pass, the
+        batches before `first` never fetched (a run resumed mid-epoch, see BackupCallback)."""
         order, bs = self._pass_order(), self.bs
-        for i in range(0, self._stop, bs):
+        for i in range(first * bs, self._stop, bs):
             yield self._batch(order[i : i + bs])
 
     # -- the batching path, public for splitting a pass across processes (minilearn.distributed)
@@ -395,6 +401,11 @@ class TorchLoader(DataLoader):
         for b in self._loader:
             b = _as_tuple(b)
             yield b if self._move_to is None else _move(b, self._move_to, self._non_blocking)
+
+    def batches_from(self, first: int) -> Iterator[tuple]:
+        """The pass's batches from batch `first` on: the torch loader's own, the first ones read and
+        dropped (its sampler decides the order, so they cannot be skipped unread)."""
+        return itertools.islice(iter(self), first, None)
 
     def epoch_order(self) -> torch.Tensor:
         """Not available: a torch DataLoader's own sampler decides its order."""

@@ -183,10 +183,17 @@ class DistributedDL:
         return self._global_batch(k)[0]
 
     def __iter__(self) -> Iterator[tuple]:
+        return self.batches_from(0)
+
+    def batches_from(self, first: int) -> Iterator[tuple]:
+        """This rank's batches of the pass from batch `first` on, those before never fetched (the
+        order drawn as for a whole pass; a run resumed mid-epoch). Training passes only."""
+        if first and not self.training:
+            raise ValueError("first: a validation pass always starts at its first batch")
         order = self.dl.epoch_order()[: self._stop]
         if self.training:
             bs = self.dl.bs
-            for k in range(self._n_batches):
+            for k in range(first, self._n_batches):
                 idx = order[k * bs: (k + 1) * bs]
                 _, start, n = self._global_batch(k)
                 yield self.dl.fetch(idx[start: start + n] if n else idx[:1])

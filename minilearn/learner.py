@@ -179,10 +179,9 @@ class Learner:
     def _all_batches(self) -> None:
         __tracebackhide__ = True
         self.n_iter, self._batch_on_device = len(self.dl), None
-        skip = self.resume_iter if self.training else 0  # a run resumed mid-epoch (BackupCallback) had done these
-        for i, batch in enumerate(self.dl):                        # 6. repeat (batches)
-            if i < skip:
-                continue
+        first = self.resume_iter if self.training else 0  # a run resumed mid-epoch (BackupCallback) starts later
+        batches = self.dl.batches_from(first) if first else self.dl
+        for i, batch in enumerate(batches, first):                 # 6. repeat (batches)
             try:
                 self.one_batch(i, batch)
             except BaseException as e:

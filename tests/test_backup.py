@@ -508,3 +508,25 @@ def test_a_full_disk_mid_run_loses_nothing_and_the_run_resumes_once_there_is_roo
     fit(again)
     assert again.backup.resumed_from == (3, None)
     assert_same(outcome(again), reference)
+
+
+def test_a_resumed_pass_never_fetches_the_batches_it_had_done():
+    from minilearn import DataLoader
+    from minilearn.distributed import DistributedDL
+
+    x = torch.arange(50.0)[:, None]
+    fetched = []
+
+    class Counting(DataLoader):
+        def _batch(self, idx):
+            fetched.append(len(idx))
+            return super()._batch(idx)
+    whole = [b[0] for b in Counting((x,), bs=8, shuffle=True, seed=3)]
+    fetched.clear()
+    later = [b[0] for b in Counting((x,), bs=8, shuffle=True, seed=3).batches_from(4)]
+    assert len(fetched) == 3 and all(torch.equal(a, b) for a, b in zip(later, whole[4:]))  # same order, 3 fetches
+    shard = DistributedDL(DataLoader((x,), bs=8, shuffle=True, seed=3), rank=1, world_size=2)
+    all_shard = [b[0] for b in shard]
+    shard.dl.generator.manual_seed(3)
+    later = [b[0] for b in shard.batches_from(5)]
+    assert len(later) == 2 and all(torch.equal(a, b) for a, b in zip(later, all_shard[5:]))

@@ -22,7 +22,9 @@ stopping), the backup is removed. A fit that raises, is interrupted or killed le
 Where things are put back: the weights, optimiser and position as the fit starts, after every
 other callback's `before_fit` (which resets their state); the callbacks' states then too, or, for
 a backup written mid-epoch, at the start of that epoch's training, after every other callback's
-`before_epoch` and `before_train`, when the loop skips the batches the backup had done.
+`before_epoch` and `before_train`; the loop then starts that pass at the batch after the backup
+(`dl.batches_from(k)`: the pass's order drawn as before, the batches done never fetched, so no
+random batch transform runs for them).
 
 Fits are counted (those that ended normally): a script that runs several fits with the same
 callback resumes the one that was interrupted (the fits before it run again as they did, neither
@@ -86,6 +88,9 @@ class BackupCallback(Callback):
     def before_fit(self) -> None:
         self.fit_index, self.resumed_from, self._mid_epoch = self.fits_done, None, None
         self._passive = False  # True while a later fit's backup waits: this fit leaves it alone
+        if self.every_n_batches and not hasattr(self.learn.dls.train, "batches_from"):
+            raise ValueError("every_n_batches: mid-epoch backups need a loader that can start a pass at a later batch "
+                             "(batches_from), as minilearn's DataLoader can; use epoch-end backups (every_n_batches=None)")
         if self.every_n_batches and isinstance(self.learn.dls.train, TorchLoader):
             raise ValueError("every_n_batches: mid-epoch backups need minilearn's own DataLoader (its order comes "
                              "from its generator); a wrapped torch DataLoader's sampler and workers draw theirs from "
@@ -128,7 +133,7 @@ class BackupCallback(Callback):
             self._restore_callbacks(backup)
             self.learn.train_iter, self.learn.pct_train = backup["train_iter"], backup["pct_train"]
             # every generator as at the backup, except the training loader's, which goes back to the
-            # epoch's start: the loop then skips the batches done and draws the same order doing so
+            # epoch's start: the loop then draws the pass's order from it and starts after the batches done
             self._set_rng(backup["rng"])
             self._set_loader_rng(backup["epoch_start_rng"])
             self.learn.resume_iter = backup["iter"] + 1
