@@ -38,6 +38,11 @@ from minilearn.init import GeneralRelu, init_weights, lsuv_init
 from minilearn.layers import ConvLayer
 from minilearn.callbacks.tensorboard import TensorBoardCallback
 from minilearn.data import DataLoader, DataLoaders, TfmdDL, TorchLoader
+from minilearn.data_files import (
+    Affine, FileDataLoader, Flip, GrandparentSplitter, ImageDataLoaders, ImageFileDataset, ImageFileError,
+    IndexSplitter, Normalize, RandomSplitter, Resize, aug_transforms, get_image_files, imagenet_stats, mnist_stats,
+    parent_label, show_results,
+)
 from minilearn.learner import Learner
 from minilearn.losses import (
     BaseLoss, BCELossFlat, BCEWithLogitsLossFlat, CrossEntropyLossFlat, DiceLoss, FocalLoss, FocalLossFlat, L1LossFlat,
@@ -105,6 +110,9 @@ __all__ = [
     "ActivationStats", "Hook", "HookCallback", "Hooks", "dummy_eval", "flatten_model", "has_params", "hook_output",
     "hook_outputs", "in_channels", "layer_info", "model_sizes", "num_features_model", "total_params",
     "GeneralRelu", "init_weights", "lsuv_init", "ConvLayer", "TensorBoardCallback",
+    "Affine", "FileDataLoader", "Flip", "GrandparentSplitter", "ImageDataLoaders", "ImageFileDataset", "ImageFileError",
+    "IndexSplitter", "Normalize", "RandomSplitter", "Resize", "aug_transforms", "get_image_files", "imagenet_stats",
+    "mnist_stats", "parent_label", "show_results",
 ]
 
 

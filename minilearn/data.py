@@ -566,7 +566,14 @@ class DataLoaders:
 
     def test_dl(self, items, bs: int | None = None) -> DataLoader:
         """A loader for new data, batched as the validation loader (in order, on the loaders'
-        device): a tensor of inputs needs no labels; a tuple (x, y) or a dataset works too."""
+        device): a tensor of inputs needs no labels; a tuple (x, y) or a dataset works too. For
+        DataLoaders built from files, a list of image paths (or a folder) gives their images, with
+        the validation set's transforms (`data_files.test_dl`)."""
+        if self._files is not None:
+            from minilearn import data_files  # imported here: data_files imports this module
+
+            if data_files.is_file_list(items):
+                return data_files.test_dl(self, items, bs)
         ref = self.valid if self.valid is not None else self.train
         bs = bs if bs is not None else (ref.bs if ref.bs is not None else DEFAULT_BS)
         return DataLoader(items, bs=bs, shuffle=False, device=self.device)
@@ -640,3 +647,68 @@ class DataLoaders:
             return cls(train, device=device, vocab=vocab)
         valid = DataLoader(valid_ds, bs=val_bs, shuffle=False, drop_last=False, device=device, collate_fn=collate_fn)
         return cls(train, valid, device=device, vocab=vocab)
+
+    # -- data from files: thin entry points into minilearn.data_files (imported when called, as it imports this module)
+
+    _files = None  # set by data_files on DataLoaders built from files: their transforms, for test_dl
+    skipped: tuple | list = ()  # the bad files skipped with skip_bad=True (DataLoaders built from files)
+
+    @classmethod
+    def from_folder(cls, path, train: str = "train", valid: str = "valid", valid_pct: float | None = None,
+                    seed: int | None = None, vocab=None, item_tfms=None, batch_tfms=None, bs: int = 64,
+                    val_bs: int | None = None, shuffle: bool = True, num_workers: int | None = None,
+                    device: torch.device | str | None = None, pos_label=None, skip_bad: bool = False,
+                    splitter: Callable | None = None) -> "DataLoaders":
+        """Images labelled by their parent folder, in fastai's `train/` and `valid/` layout or split at
+        random with `valid_pct`, decoded in worker processes (see `minilearn.data_files`)."""
+        from minilearn import data_files
+
+        return data_files.from_folder(cls, path, train=train, valid=valid, valid_pct=valid_pct, seed=seed, vocab=vocab,
+                                      item_tfms=item_tfms, batch_tfms=batch_tfms, bs=bs, val_bs=val_bs, shuffle=shuffle,
+                                      num_workers=num_workers, device=device, pos_label=pos_label, skip_bad=skip_bad,
+                                      splitter=splitter)
+
+    @classmethod
+    def from_csv(cls, path, csv_fname="labels.csv", folder: str | None = None, fn_col=0, label_col=1, valid_col=None,
+                 suff: str = "", valid_pct: float = 0.2, seed: int | None = None, header="infer",
+                 delimiter: str | None = None, vocab=None, item_tfms=None, batch_tfms=None, bs: int = 64,
+                 val_bs: int | None = None, shuffle: bool = True, num_workers: int | None = None,
+                 device: torch.device | str | None = None, pos_label=None, skip_bad: bool = False,
+                 splitter: Callable | None = None) -> "DataLoaders":
+        """Images named in a CSV file with their labels, split by `valid_col` or at random (see
+        `minilearn.data_files`)."""
+        from minilearn import data_files
+
+        return data_files.from_csv(cls, path, csv_fname=csv_fname, folder=folder, fn_col=fn_col, label_col=label_col,
+                                   valid_col=valid_col, suff=suff, valid_pct=valid_pct, seed=seed, header=header,
+                                   delimiter=delimiter, vocab=vocab, item_tfms=item_tfms, batch_tfms=batch_tfms, bs=bs,
+                                   val_bs=val_bs, shuffle=shuffle, num_workers=num_workers, device=device,
+                                   pos_label=pos_label, skip_bad=skip_bad, splitter=splitter)
+
+    @classmethod
+    def from_lists(cls, path, fnames, labels, valid_pct: float = 0.2, seed: int | None = None, vocab=None,
+                   item_tfms=None, batch_tfms=None, bs: int = 64, val_bs: int | None = None, shuffle: bool = True,
+                   num_workers: int | None = None, device: torch.device | str | None = None, pos_label=None,
+                   skip_bad: bool = False, splitter: Callable | None = None) -> "DataLoaders":
+        """Images from a list of files (relative to `path`) and a list of labels, split at random
+        (see `minilearn.data_files`)."""
+        from minilearn import data_files
+
+        return data_files.from_lists(cls, path, fnames, labels, valid_pct=valid_pct, seed=seed, vocab=vocab,
+                                     item_tfms=item_tfms, batch_tfms=batch_tfms, bs=bs, val_bs=val_bs, shuffle=shuffle,
+                                     num_workers=num_workers, device=device, pos_label=pos_label, skip_bad=skip_bad,
+                                     splitter=splitter)
+
+    def show_batch(self, max_n: int = 9, nrows: int | None = None, ncols: int | None = None,
+                   figsize: tuple[float, float] | None = None, **kwargs):
+        """A grid of the first training images with their labels' names; returns the Figure (see
+        `data_files.show_batch`)."""
+        from minilearn import data_files
+
+        return data_files.show_batch(self, max_n=max_n, nrows=nrows, ncols=ncols, figsize=figsize, **kwargs)
+
+    def close(self) -> None:
+        """Stop the worker processes of loaders that have them (DataLoaders built from files)."""
+        for dl in self.loaders:
+            if hasattr(dl, "close"):
+                dl.close()

@@ -9,6 +9,9 @@ it is missing and the internet is reachable. torchvision is imported only when M
 import functools
 import os
 import pathlib
+import shutil
+import tarfile
+import tempfile
 
 import torch
 from torch import Tensor
@@ -20,6 +23,8 @@ __all__ = [
     "mnist",
     "mnist_pair",
     "mnist_3v7",
+    "mnist_sample",
+    "cache_root",
     "synthetic_regression",
     "synthetic_classification",
 ]
@@ -113,6 +118,72 @@ def mnist_pair(a: int, b: int, root: str | os.PathLike | None = None, flatten: b
 def mnist_3v7(root: str | os.PathLike | None = None, flatten: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """fastbook's MNIST_SAMPLE (3s vs 7s) as `(train_x, train_y, valid_x, valid_y)`; y is 1.0 for a 3."""
     return mnist_pair(3, 7, root=root, flatten=flatten)
+
+
+def cache_root() -> pathlib.Path:
+    """Where extracted archives are kept: `$MINILEARN_CACHE`, else `~/.cache/minilearn` (never the
+    data folder, which may be read-only)."""
+    return pathlib.Path(os.environ.get("MINILEARN_CACHE") or pathlib.Path.home() / ".cache" / "minilearn").expanduser()
+
+
+_SAMPLE = "mnist_sample"
+
+
+def _is_sample_folder(p: pathlib.Path) -> bool:
+    """Whether `p` holds fastai's MNIST_SAMPLE layout (train/, valid/ and labels.csv)."""
+    return (p / "train").is_dir() and (p / "valid").is_dir() and (p / "labels.csv").is_file()
+
+
+def _safe_members(tar: tarfile.TarFile, archive: pathlib.Path) -> list[tarfile.TarInfo]:
+    """The archive's members, checked to stay inside `mnist_sample/` (no absolute paths, no `..`,
+    no links or devices), so extracting cannot write anywhere else."""
+    members = tar.getmembers()
+    for m in members:
+        parts = pathlib.PurePosixPath(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not parts or parts[0] != _SAMPLE:
+            raise ValueError(f"{archive}: member {m.name!r} is outside {_SAMPLE}/; refusing to extract it")
+        if not (m.isfile() or m.isdir()):
+            raise ValueError(f"{archive}: member {m.name!r} is not a plain file or folder; refusing to extract it")
+    return members
+
+
+def mnist_sample(root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The folder of fastai's MNIST_SAMPLE (`train/{3,7}/*.png`, `valid/{3,7}/*.png`, `labels.csv`).
+
+    Found in the data folder (`root`, else `$MINILEARN_DATA`, see `data_root`) as an extracted
+    `mnist_sample/`, else extracted from `mnist_sample.tgz` there into `cache_root()/mnist_sample`
+    once (to a temporary folder, then renamed, so a crash leaves no half-extracted folder; an
+    existing extraction is re-used: delete it to extract again). Members that would land outside
+    the folder are refused. Nothing is downloaded: without the archive it is a FileNotFoundError.
+    """
+    data = data_root(root)
+    if _is_sample_folder(data / _SAMPLE):
+        return data / _SAMPLE
+    cache = cache_root()
+    target = cache / _SAMPLE
+    if _is_sample_folder(target):
+        return target
+    archive = data / f"{_SAMPLE}.tgz"
+    if not archive.is_file():
+        raise FileNotFoundError(
+            f"MNIST_SAMPLE not found: neither {data / _SAMPLE} nor {archive} exists (nor an extraction in {target}). "
+            f"Set MINILEARN_DATA (or pass root=) to a folder holding {_SAMPLE}.tgz, fastai's MNIST_SAMPLE archive."
+        )
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{_SAMPLE}-", dir=cache))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, members=_safe_members(tar, archive), filter="data")
+        if not _is_sample_folder(tmp / _SAMPLE):
+            raise ValueError(f"{archive}: expected {_SAMPLE}/train, {_SAMPLE}/valid and {_SAMPLE}/labels.csv in it")
+        try:
+            os.rename(tmp / _SAMPLE, target)
+        except OSError:
+            if not _is_sample_folder(target):  # another process finished first: use its folder
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def synthetic_regression(n: int = 256, n_features: int = 4, noise: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader as TorchDataLoader
 
-from minilearn import checkpoint, export
+from minilearn import checkpoint, data_files, export
 from minilearn.callback import (
     BATCH_EVENTS, CANCEL_EXCEPTIONS, Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
     CancelFitException, CancelStepException, CancelTrainException, CancelValidException,
@@ -430,6 +430,12 @@ class Learner:
         self._to_device()
         out = export.predict(self.model, x, export.item_ndim(self), self.device)
         return export.decoded_prediction(out, self.loss_func, getattr(self.dls, "vocab", None))
+
+    def show_results(self, ds_idx: int = 1, max_n: int = 9, nrows: int | None = None, ncols: int | None = None,
+                     figsize=None, **kwargs):
+        """A grid of images from `dls[ds_idx]`, each titled with its target over the prediction
+        (green when they agree, red when not); a Figure (see `minilearn.data_files.show_results`)."""
+        return data_files.show_results(self, ds_idx, max_n, nrows, ncols, figsize, **kwargs)
 
     def to_fp16(self) -> "Learner":
         """Train in mixed precision with float16 (a `MixedPrecision` callback, loss-scaled on CUDA)."""

@@ -530,3 +530,40 @@ def test_a_resumed_pass_never_fetches_the_batches_it_had_done():
     shard.dl.generator.manual_seed(3)
     later = [b[0] for b in shard.batches_from(5)]
     assert len(later) == 2 and all(torch.equal(a, b) for a, b in zip(later, all_shard[5:]))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_image_folders_with_random_flips_resume_mid_epoch_exactly(tmp_path, num_workers):
+    """Loaders over files (decoded in workers) with a random batch transform: the batches a resumed
+    pass skips are never decoded nor flipped, so the flips after it are those of the whole run."""
+    import numpy as np
+    from PIL import Image
+
+    from minilearn import Flip
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("valid", 8)):
+        for label in ("a", "b"):
+            (tmp_path / "data" / split / label).mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(rng.integers(0, 255, (6, 6), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / label / f"{k}.png")
+
+    def learner(path, extra=()):
+        set_seed(0)
+        dls = DataLoaders.from_folder(tmp_path / "data", bs=8, seed=0, batch_tfms=Flip(), num_workers=num_workers)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+        return Learner(dls, model, CrossEntropyLossFlat(), path=path,
+                       cbs=[BackupCallback(every_n_batches=2), CSVLogger(), *extra])
+    ref = learner(tmp_path / "ref")
+    fit(ref, 3)
+    crashed = learner(tmp_path / "run", [CrashAt(1, 3)])
+    with pytest.raises(Crash):
+        fit(crashed, 3)
+    again = learner(tmp_path / "run")
+    fit(again, 3)
+    assert again.backup.resumed_from == expected_resume(1, 3, 2, n_iter=6) == (1, 2)
+    assert all(torch.equal(a, b) for a, b in zip(again.model.parameters(), ref.model.parameters()))
+    assert again.recorder.losses == ref.recorder.losses
+    for learn in (ref, crashed, again):
+        learn.dls.close()

@@ -75,3 +75,14 @@ def test_accel_sgd_shortened_matches_fastai(mnist_root, fastai, capsys):
         assert any(line.startswith(title) and line.split()[-1] in ("ok", "bound)") and "DIFFERS" not in line
                    for line in out.splitlines()), title
     assert "all differences within tol 1e-05" in out
+
+
+import mnist_cnn  # noqa: E402
+
+
+@pytest.mark.mnist
+def test_mnist_cnn_quick(mnist_root, capsys):
+    result = mnist_cnn.main(["--quick", "--root", str(mnist_root)])
+    assert result["accuracy"] > 0.7  # 2000 images, one epoch: about 0.86
+    out = capsys.readouterr().out
+    assert "epoch     train_loss  valid_loss  accuracy  time" in out and "test accuracy:" in out
