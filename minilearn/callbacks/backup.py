@@ -29,7 +29,9 @@ random batch transform runs for them).
 Fits are counted (those that ended normally): a script that runs several fits with the same
 callback resumes the one that was interrupted (the fits before it run again as they did, neither
 writing nor removing that backup), and the same learner fitted again after a failure, as in a
-notebook, resumes the failed fit.
+notebook, resumes the failed fit. So keep one BackupCallback in the Learner's callbacks; one
+passed to each `fit(cbs=...)` anew counts from zero every time, and two fits of a script would
+then need their own `fname`s.
 """
 
 from __future__ import annotations
