@@ -567,3 +567,17 @@ def test_image_folders_with_random_flips_resume_mid_epoch_exactly(tmp_path, num_
     assert again.recorder.losses == ref.recorder.losses
     for learn in (ref, crashed, again):
         learn.dls.close()
+
+
+def test_the_resumed_run_shows_the_whole_table(tmp_path, capsys):
+    learn = make_learner(tmp_path, extra=[CrashAt(2, 4)])
+    with pytest.raises(Crash):
+        fit(learn)
+    again = make_learner(tmp_path)
+    capsys.readouterr()
+    with again.no_bar():  # the table without the bar
+        again.fit_one_cycle(6, 3e-2)
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split()[0] for line in lines if line[:1].isdigit()]
+    assert rows == [str(e) for e in range(6)]  # the epochs done before the crash too, each once
+    assert lines[0].startswith("epoch") and any(line.startswith("Resumed from backup") for line in lines)

@@ -182,16 +182,30 @@ class ProgressCallback(Callback):
         self._close_bar()
 
     # -- the table
+    def before_epoch(self) -> None:
+        self._show(self._unshown(self.learn.recorder.history))
+
     def after_epoch(self) -> None:
+        history = self.learn.recorder.history
         log = self.learn.recorder.log
-        row = [format_value(n, log.get(n)) for n in self.names]
-        self.rows.append(row)
+        self._show(self._unshown(history[:-1]) + [[format_value(n, log.get(n)) for n in self.names]])
+
+    def _unshown(self, history: list[dict]) -> list[list[str]]:
+        """Rows of epochs the Recorder holds that the table has not shown: those a resumed run had
+        done before it stopped (BackupCallback puts back the Recorder's history)."""
+        return [[format_value(n, h.get(n)) for n in self.names] for h in history[len(self.rows):]]
+
+    def _show(self, new: list[list[str]]) -> None:
+        if not new:
+            return
+        self.rows += new
         if self.notebook:
             from IPython.display import HTML
 
             self.display.update(HTML(html_table(self.names, self.rows)))
         else:
-            print(text_row(row, self.widths), flush=True)
+            for row in new:
+                print(text_row(row, self.widths), flush=True)
 
     def after_fit(self) -> None:
         self._close_bar()
