@@ -803,6 +803,17 @@ def test_dl(dls: DataLoaders, items: Any, bs: int | None = None) -> FileDataLoad
                           batch_tfms=cfg["batch_tfms"], num_workers=cfg["num_workers"], split=1)
 
 
+def item_from_file(dls: DataLoaders, path: str | os.PathLike) -> Tensor:
+    """One image file as the validation set gives its items (item and batch transforms), without a
+    batch dimension: what `learn.predict(path)` feeds the model."""
+    if getattr(dls, "_files", None) is None:
+        raise TypeError(f"x: a file ({path}) needs DataLoaders built from files (from_folder, from_csv, "
+                        "from_lists), whose transforms read it; give a tensor otherwise")
+    dl = test_dl(dls, [path], bs=1)
+    dl.num_workers = 0  # one image: decoded here, no worker processes started
+    return dl.one_batch()[0][0]
+
+
 # ---------------------------------------------------------------- showing
 
 def _label_names(y: Tensor, vocab: list | None) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -423,10 +424,13 @@ class Learner:
         loaded; `minilearn.load_learner(fname)` reads it back (the format: `minilearn.export`)."""
         return export.export_learner(self, fname)
 
-    def predict(self, x: torch.Tensor):
+    def predict(self, x: "torch.Tensor | str | Path"):
         """fastai's `(decoded, index, probabilities)` for one item when the loss decodes and the
         DataLoaders have a vocab (see `export.decoded_prediction`); else the model's output for one
-        item (no batch dimension) or a batch, on the CPU."""
+        item (no batch dimension) or a batch, on the CPU. An image file's path is read as the
+        validation set reads its files (DataLoaders from files)."""
+        if isinstance(x, (str, os.PathLike)):
+            x = data_files.item_from_file(self.dls, x)
         self._to_device()
         out = export.predict(self.model, x, export.item_ndim(self), self.device)
         return export.decoded_prediction(out, self.loss_func, getattr(self.dls, "vocab", None))

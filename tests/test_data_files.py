@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from minilearn import (
-    Affine, DataLoaders, FileDataLoader, Flip, GrandparentSplitter, ImageDataLoaders, ImageFileError, IndexSplitter,
+    Affine, CrossEntropyLossFlat, DataLoaders, FileDataLoader, Flip, GrandparentSplitter, ImageDataLoaders, ImageFileError, IndexSplitter,
     Learner, Normalize, RandomSplitter, Resize, aug_transforms, datasets, get_image_files, mnist_stats, show_results,
 )
 from minilearn.data import DataLoader
@@ -535,3 +535,20 @@ def test_from_folder_gives_exactly_the_tensors_of_mnist_3v7(mnist_root, no_stray
         assert len(seen) == 12396 and int(seen.sum()) == 6131
     finally:
         dls.close()
+
+
+def test_predict_takes_an_image_file_as_fastai_does(folder):
+    path, values = folder
+    dls = DataLoaders.from_folder(path, num_workers=0)
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(30, 2)), CrossEntropyLossFlat())
+    file = path / "valid" / "dog" / "0.png"
+    decoded, idx, probs = learn.predict(file)
+    x = dls.test_dl([file]).one_batch()[0]  # the same image, as a batch of one
+    expected = torch.softmax(learn.model(x), 1)[0].detach()
+    assert torch.allclose(probs, expected) and decoded == dls.vocab[int(idx)] and int(idx) == int(expected.argmax())
+    assert learn.predict(str(file))[1] == idx
+    tensors = Learner(DataLoaders.from_tensors(torch.randn(8, 30), torch.zeros(8, dtype=torch.long)),
+                      nn.Linear(30, 2), CrossEntropyLossFlat())
+    with pytest.raises(TypeError, match="x: a file .* needs DataLoaders built from files"):
+        tensors.predict(file)
