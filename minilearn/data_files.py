@@ -36,6 +36,7 @@ import math
 import mimetypes
 import multiprocessing
 import os
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -47,7 +48,7 @@ from torch.utils.data import Dataset, default_collate
 
 from minilearn.checks import as_list, check_bool, check_callable, check_device, check_int, check_number
 from minilearn.data import DataLoader, DataLoaders, _as_tuple
-from minilearn.torch_basics import _move
+from minilearn.torch_basics import _move, to_device
 
 __all__ = [
     "IMAGE_EXTENSIONS", "get_image_files", "parent_label", "RandomSplitter", "GrandparentSplitter", "IndexSplitter",
@@ -89,7 +90,7 @@ def get_image_files(path: str | os.PathLike, recurse: bool = True, folders: Sequ
     for root in roots:
         if not root.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # fastai follows links too
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             if not recurse:
                 dirnames[:] = []
@@ -346,7 +347,10 @@ def load_image(path: str | os.PathLike, grey: bool = False) -> Tensor:
     mode = "L" if grey else "RGB"
     try:
         with Image.open(path) as im:
-            arr = np.array(im if im.mode == mode else im.convert(mode))
+            if grey and im.mode.startswith("I;16"):  # 16-bit greyscale: kept, scaled by 65535 (not cut to 8 bits)
+                arr = np.array(im).astype(np.uint16)
+            else:
+                arr = np.array(im if im.mode == mode else im.convert(mode))
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageFileError(f"{path}: cannot read the image ({e})") from None
     t = torch.from_numpy(arr)
@@ -400,7 +404,7 @@ def default_num_workers(n: int) -> int:
     """Worker processes when `num_workers=None`: min(cores, 4), or 0 (decode in this process)
     for fewer than 512 items (starting workers would cost more than it saves) or where the
     default start method is not fork (a spawned worker must pickle the dataset and transforms)."""
-    if n < 512 or multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
+    if n < 512 or multiprocessing.get_context().get_start_method() != "fork":
         return 0
     if "fork" not in multiprocessing.get_all_start_methods():
         return 0
@@ -414,17 +418,18 @@ class _PassBatches:
     this process, so the loader's generator (not a worker's) draws the order."""
 
     def __init__(self, dl: "FileDataLoader") -> None:
-        self.dl = dl
+        self._dl = weakref.ref(dl)  # no cycle loader -> workers -> sampler -> loader: a dropped loader frees its workers
 
     def __iter__(self) -> Iterator[list[int]]:
-        dl = self.dl
+        dl = self._dl()
         first, dl._first = dl._first, 0  # a pass started at a later batch (`batches_from`): this pass only
         order = dl.epoch_order().tolist()
         for i in range(first * dl.bs, dl._stop, dl.bs):
             yield order[i : i + dl.bs]
 
     def __len__(self) -> int:
-        return len(self.dl)
+        dl = self._dl()
+        return len(dl) if dl is not None else 0
 
 
 class FileDataLoader(DataLoader):
@@ -444,7 +449,7 @@ class FileDataLoader(DataLoader):
     def __init__(self, dataset: Dataset, bs: int | None = None, shuffle: bool = False, drop_last: bool = False,
                  seed: int | None = None, generator: torch.Generator | None = None,
                  device: torch.device | str | None = None, batch_tfms: Any = None, num_workers: int | None = 0,
-                 split: int = 0, batch_size: int | None = None) -> None:
+                 split: int = 0, batch_size: int | None = None, persistent_workers: bool = True) -> None:
         self.batch_tfms_given = _check_tfms("batch_tfms", batch_tfms)
         self.split = check_int("split", split, 0, 1)
         self.batch_tfms = [t for t in self.batch_tfms_given if _applies(t, self.split)]
@@ -453,6 +458,8 @@ class FileDataLoader(DataLoader):
         self.num_workers = default_num_workers(self.n) if num_workers is None else check_int("num_workers", num_workers, 0)
         self._torch_dl: TorchDataLoader | None = None
         self._first = 0  # the batch the next pass of the workers starts at
+        self._in_pass = False  # a pass of the workers is under way (a second one at once decodes here)
+        self.persistent_workers = persistent_workers
 
     def _after_move(self, b: tuple) -> tuple:
         """Run the batch transforms on the images (a batch's first element), where the batch now is."""
@@ -474,7 +481,8 @@ class FileDataLoader(DataLoader):
             self.close()
             g = torch.Generator().manual_seed(self.generator.initial_seed() + 1)
             self._torch_dl = TorchDataLoader(self.dataset, batch_sampler=_PassBatches(self), num_workers=self.num_workers,
-                                             collate_fn=self._collate, pin_memory=pin, persistent_workers=True,
+                                             collate_fn=self._collate, pin_memory=pin,
+                                             persistent_workers=self.persistent_workers,
                                              generator=g)
         return self._torch_dl
 
@@ -485,14 +493,19 @@ class FileDataLoader(DataLoader):
     def batches_from(self, first: int) -> Iterator[tuple]:
         """The pass's batches from batch `first` on (see `DataLoader.batches_from`), the workers
         decoding only those."""
-        if self.num_workers == 0:
+        if self.num_workers == 0 or self._in_pass:
+            # no workers, or a second pass while one is under way (one_batch() from a callback, zip(dl, dl)):
+            # decoded here, so the pass in progress keeps its workers and its order
             yield from super().batches_from(first)
             return
         move, nb = self._move_to, self._non_blocking
-        self._first = first
-        for b in self._workers():
-            b = _as_tuple(b)
-            yield self._after_move(b if move is None else _move(b, move, nb))
+        self._first, self._in_pass = first, True
+        try:
+            for b in self._workers():
+                b = _as_tuple(b)
+                yield self._after_move(b if move is None else _move(b, move, nb))
+        finally:
+            self._in_pass = False
 
     def close(self) -> None:
         """Stop the worker processes now (a later pass starts new ones)."""
@@ -508,7 +521,8 @@ class FileDataLoader(DataLoader):
         return FileDataLoader(self.dataset, bs=self.bs if bs is None else bs, shuffle=shuffle,
                               drop_last=self.drop_last if drop_last is None else drop_last,
                               generator=self.generator if shuffle else None, device=self.device,
-                              batch_tfms=self.batch_tfms_given, num_workers=self.num_workers, split=self.split)
+                              batch_tfms=self.batch_tfms_given, num_workers=self.num_workers, split=self.split,
+                              persistent_workers=False)  # made for a pass or two (get_preds): workers end with it
 
     def raw_batch(self) -> tuple:
         """The first batch of an in-order pass before the batch transforms (to show images)."""
@@ -759,7 +773,8 @@ def from_lists(cls: type, path: str | os.PathLike, fnames: Sequence, labels: Seq
                bs: int = 64, val_bs: int | None = None, shuffle: bool = True, num_workers: int | None = None,
                device: Any = None, pos_label: Any = None, skip_bad: bool = False,
                splitter: Callable | None = None) -> DataLoaders:
-    """Images `fnames` (relative to `path`, or absolute) with their `labels`, split at random."""
+    """Images `fnames` with their `labels`, split at random. A name is taken as given (fastai's
+    rule: `get_image_files(path)` gives such names) when that file exists, else under `path`."""
     path = _check_path("path", path)
     if isinstance(fnames, (str, bytes)) or isinstance(labels, (str, bytes)):
         raise TypeError("fnames, labels: expected two lists, got a str")
@@ -768,7 +783,7 @@ def from_lists(cls: type, path: str | os.PathLike, fnames: Sequence, labels: Seq
         raise ValueError(f"fnames, labels: expected one label per file, got {len(fnames)} files and {len(labels)} labels")
     if not fnames:
         raise ValueError("fnames: expected at least one file, got none")
-    files = [path / _check_path(f"fnames[{k}]", f) for k, f in enumerate(fnames)]
+    files = [f if f.exists() else path / f for f in (_check_path(f"fnames[{k}]", o) for k, o in enumerate(fnames))]
     train_idx, valid_idx = _split(_choose_splitter(splitter, valid_pct, seed), files)
     return _build(cls, path, files, labels, train_idx, valid_idx, vocab=vocab, pos_label=pos_label,
                   item_tfms=item_tfms, batch_tfms=batch_tfms, bs=bs, val_bs=val_bs, shuffle=shuffle, seed=seed,
@@ -913,6 +928,8 @@ def show_results(learn: Any, ds_idx: int = 1, max_n: int = 9, nrows: int | None 
         (dl.new(shuffle=False).one_batch() if dl.torch_loader is None else dl.one_batch())
     if len(b) < 2:
         raise ValueError(f"ds_idx: loader {ds_idx} has no targets to compare predictions with")
+    learn._to_device()
+    b = to_device(b, learn.device)  # batches follow the model, as in the Learner's passes
     model = learn.model
     was_training = model.training
     model.eval()

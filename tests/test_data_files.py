@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -552,3 +554,63 @@ def test_predict_takes_an_image_file_as_fastai_does(folder):
                       nn.Linear(30, 2), CrossEntropyLossFlat())
     with pytest.raises(TypeError, match="x: a file .* needs DataLoaders built from files"):
         tensors.predict(file)
+
+
+# -- found in review: a second pass at once, links, names as given, 16 bits, workers' lifetime
+
+
+def test_a_second_pass_during_one_with_workers_leaves_the_first_whole(folder, no_stray_workers):
+    path, values = folder
+    dls = DataLoaders.from_folder(path, bs=2, seed=1, num_workers=2)
+    it = iter(dls.train)
+    first = next(it)
+    dls.train.one_batch()  # a callback looking at a batch mid-epoch
+    seen = torch.cat([first[0]] + [b[0] for b in it]).flatten(1)[:, 0]
+    alone = torch.cat([b[0] for b in DataLoaders.from_folder(path, bs=2, seed=1, num_workers=0).train]).flatten(1)[:, 0]
+    assert torch.equal(seen, alone) and len(set(seen.tolist())) == dls.train.n  # the same order, every item once
+    assert [len(a[0]) for a, _ in zip(dls.valid, dls.valid)] == [2, 2, 1]
+    dls.close()
+
+
+def test_dropped_loaders_and_new_ones_leave_no_worker_running(folder, no_stray_workers):
+    path, _ = folder
+    before = set(multiprocessing.active_children())
+    for _ in range(3):  # a notebook cell run again and again
+        dls = DataLoaders.from_folder(path, bs=2, num_workers=2)
+        for _ in dls.train:
+            pass
+        for _ in dls.train.new(shuffle=False):  # as get_preds(ds_idx=0) makes one
+            pass
+    del dls
+    import gc
+    gc.collect()
+    time.sleep(0.5)
+    assert not set(multiprocessing.active_children()) - before
+
+
+def test_symlinked_class_folders_are_followed_as_fastai_does(tmp_path):
+    make_folder(tmp_path / "elsewhere", {"x": {"b": 2}})
+    make_folder(tmp_path / "data", {"train": {"a": 2}, "valid": {"a": 1, "b": 1}})
+    os.symlink(tmp_path / "elsewhere" / "x" / "b", tmp_path / "data" / "train" / "b")
+    dls = DataLoaders.from_folder(tmp_path / "data", num_workers=0)
+    assert dls.vocab == ["a", "b"] and dls.train.n == 4
+
+
+def test_from_lists_takes_the_names_get_image_files_gives(tmp_path, monkeypatch):
+    make_folder(tmp_path / "f", {"train": {"a": 2, "b": 2}})
+    monkeypatch.chdir(tmp_path)
+    fnames = get_image_files("f")  # relative names, under the path already
+    dls = DataLoaders.from_lists("f", fnames, [p.parent.name for p in fnames], valid_pct=0.5, seed=0,
+                                 vocab=["a", "b"], num_workers=0)
+    assert dls.train.n + dls.valid.n == 4
+    assert DataLoaders.from_lists("f", [p.relative_to("f") for p in fnames], ["a"] * 4, num_workers=0).train.n >= 1
+
+
+def test_16_bit_greyscale_keeps_its_levels(tmp_path):
+    arr = (np.arange(30, dtype=np.uint16).reshape(5, 6) * 2000)
+    for split in ("train", "valid"):
+        p = tmp_path / split / "a" / "0.png"
+        p.parent.mkdir(parents=True)
+        Image.fromarray(arr).save(p)  # mode I;16
+    x = DataLoaders.from_folder(tmp_path, num_workers=0).train.one_batch()[0]
+    assert torch.allclose(x[0, 0], torch.from_numpy(arr.astype(np.float32)) / 65535)
