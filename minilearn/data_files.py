@@ -154,7 +154,7 @@ class IndexSplitter:
         if bad:
             raise IndexError(f"valid_idx: index {bad[0]} is out of range for {len(items)} items")
         valid = set(self.valid_idx)
-        return [i for i in range(len(items)) if i not in valid], list(self.valid_idx)
+        return [i for i in range(len(items)) if i not in valid], list(dict.fromkeys(self.valid_idx))  # each once
 
 
 def _split(splitter: Callable, items: list) -> tuple[list[int], list[int]]:
@@ -197,7 +197,9 @@ class Resize:
             size = (size, size)
         try:
             h, w = (check_int("size", s, 1) for s in size)
-        except TypeError:
+        except (TypeError, ValueError) as e:
+            if "size:" in str(e) and isinstance(e, ValueError):
+                raise
             raise TypeError(f"size: expected an int or (height, width), got {size!r}") from None
         if method not in ("crop", "squish", "pad"):
             raise ValueError(f"method: expected 'crop', 'squish' or 'pad', got {method!r}")
@@ -525,8 +527,14 @@ class FileDataLoader(DataLoader):
                               persistent_workers=False)  # made for a pass or two (get_preds): workers end with it
 
     def raw_batch(self) -> tuple:
-        """The first batch of an in-order pass before the batch transforms (to show images)."""
-        return super()._batch(list(range(min(self.bs, self.n))))
+        """The first batch of a pass before the batch transforms (to show images): in order, or, for
+        a shuffling loader, the first of a fresh epoch's order, its generator left where it was."""
+        idx = list(range(min(self.bs, self.n)))
+        if self.shuffle:
+            state = self.generator.get_state()
+            idx = self.epoch_order()[: len(idx)].tolist()
+            self.generator.set_state(state)
+        return super()._batch(idx)
 
     def decode(self, x: Tensor) -> Tensor:
         """Undo the batch transforms that can be undone (`Normalize`), last first, to show `x`."""
@@ -597,6 +605,21 @@ def _check_sizes(files: list[Path], info: list, item_tfms: list, grey: bool) -> 
                              f"to item_tfms")
 
 
+def _plain_labels(labels: list, files: list[Path]) -> list:
+    """One plain label per file: a tensor's value taken out; several labels, or NaN, an error naming the file."""
+    out = []
+    for f, label in zip(files, labels):
+        if isinstance(label, Tensor) and label.numel() == 1:
+            label = label.item()
+        if isinstance(label, (list, tuple, set, Tensor)):
+            raise ValueError(f"labels: {f} has several labels ({label!r}); one label per item is supported "
+                             "(multi-label data is not)")
+        if isinstance(label, float) and math.isnan(label):
+            raise ValueError(f"labels: {f} has no label (NaN)")
+        out.append(label)
+    return out
+
+
 def _vocab_of(labels: list, vocab: Any) -> list:
     """The class names: `vocab` as given, else the training labels' distinct values sorted (fastai's CategoryMap)."""
     if vocab is not None:
@@ -642,6 +665,7 @@ def _build(cls: type, path: Path, files: list[Path], labels: list, train_idx: li
         raise ValueError(f"path: every training image under {path} is bad ({len(bad)} skipped)")
 
     # -- labels to targets
+    labels = _plain_labels(labels, files)
     vocab = _vocab_of([labels[i] for i in train_idx], vocab)
     index = {v: k for k, v in enumerate(vocab)}
     for i in train_idx + valid_idx:
@@ -758,7 +782,11 @@ def from_csv(cls: type, path: str | os.PathLike, csv_fname: str | os.PathLike = 
                                 f"{f' (and {len(missing) - 1} more missing)' if len(missing) > 1 else ''}; "
                                 f"pass skip_bad=True to skip them")
     if valid_col is not None and splitter is None:
-        is_valid = _column(df, "valid_col", valid_col).astype(bool).tolist()
+        column = _column(df, "valid_col", valid_col)
+        if not (pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column)):  # "yes"/"no": all True
+            raise ValueError(f"valid_col: expected booleans (or 0/1) in column {valid_col!r}, got values such as "
+                             f"{column.iloc[0]!r}")
+        is_valid = column.astype(bool).tolist()
         train_idx = [i for i, v in enumerate(is_valid) if not v]
         valid_idx = [i for i, v in enumerate(is_valid) if v]
     else:
@@ -863,7 +891,7 @@ def _batch_images(dl: Any) -> tuple[Tensor, tuple]:
     """The first in-order batch of `dl`, its images decoded for showing (after its batch transforms
     and their `decode`; the images before them when the transforms leave no images, e.g. a flatten)."""
     if isinstance(dl, FileDataLoader):
-        raw = dl.raw_batch()
+        raw = dl.raw_batch()  # in order for validation; a shuffled draw for training (generator left as it was)
         if dl._move_to is not None:
             raw = _move(raw, dl._move_to, False)
         x = dl.decode(dl._after_move(raw)[0])

@@ -614,3 +614,33 @@ def test_16_bit_greyscale_keeps_its_levels(tmp_path):
         Image.fromarray(arr).save(p)  # mode I;16
     x = DataLoaders.from_folder(tmp_path, num_workers=0).train.one_batch()[0]
     assert torch.allclose(x[0, 0], torch.from_numpy(arr.astype(np.float32)) / 65535)
+
+
+def test_labels_and_arguments_that_would_mislead_get_clear_errors(tmp_path):
+    import pandas as pd
+
+    make_folder(tmp_path, {"train": {"a": 2, "b": 2}})
+    fnames = get_image_files(tmp_path)
+    dls = DataLoaders.from_lists(tmp_path, fnames, [torch.tensor(i % 2) for i in range(4)], valid_pct=0.25, seed=0,
+                                 num_workers=0)
+    assert dls.vocab == [0, 1]  # tensor labels by value, not one class per tensor object
+    with pytest.raises(ValueError, match="labels: .* has several labels"):
+        DataLoaders.from_lists(tmp_path, fnames, [["a", "b"]] * 4, num_workers=0)
+    with pytest.raises(ValueError, match=r"labels: .* has no label \(NaN\)"):
+        DataLoaders.from_lists(tmp_path, fnames, ["a", float("nan"), "b", "a"], num_workers=0)
+    pd.DataFrame({"name": [str(f.relative_to(tmp_path)) for f in fnames], "label": list("abab"),
+                  "is_valid": ["no", "yes", "no", "no"]}).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(ValueError, match="valid_col: expected booleans"):
+        DataLoaders.from_csv(tmp_path, valid_col="is_valid", num_workers=0)
+    with pytest.raises((TypeError, ValueError), match="size"):
+        Resize((224,))
+    assert IndexSplitter([0, 0, 1])(list(range(4))) == ([2, 3], [0, 1])
+
+
+def test_show_batch_shows_the_training_set_shuffled_and_leaves_its_order_alone(folder):
+    path, _ = folder
+    dls = DataLoaders.from_folder(path, bs=9, seed=0, num_workers=0)
+    state = dls.train.generator.get_state()
+    titles = [ax.get_title() for ax in dls.show_batch(max_n=9).axes if ax.images]
+    assert sorted(titles) == ["cat"] * 5 + ["dog"] * 4 and titles != sorted(titles)  # not in file order
+    assert torch.equal(dls.train.generator.get_state(), state)
