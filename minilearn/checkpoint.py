@@ -68,12 +68,8 @@ def load_learner_state(learn, name: str | Path, with_opt: bool = True, with_rng:
     if with_opt and opt_state is None:
         warnings.warn(f"checkpoint {path}: it holds no optimiser state (saved with with_opt=False?); the optimiser "
                       "starts afresh, so a resumed run will not continue exactly", stacklevel=3)
-    check = getattr(learn.opt, "_check_state_dict", None)  # ours check without loading; torch's check as they load
-    if opt_state is not None and check is not None:
-        try:
-            check(opt_state)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"checkpoint {path}: its optimiser state does not fit: {e}") from None
+    if opt_state is not None:
+        check_opt_state_fits(learn.opt, opt_state, path)
     rng = ckpt.get("rng") if with_rng else None
     if with_rng:
         check_rng_state(rng, learn.dls.loaders, path)
@@ -90,6 +86,18 @@ def load_learner_state(learn, name: str | Path, with_opt: bool = True, with_rng:
     learn.restored = {"opt": opt_state is not None, "rng": with_rng}  # what a resumed fit can count on
     if device is not None:
         learn.model.to(device)
+
+
+def check_opt_state_fits(opt, state: dict, path) -> None:
+    """Raise, naming the file, if an optimiser state dict does not fit `opt` (ours check without
+    loading; a torch optimiser checks as it loads)."""
+    check = getattr(opt, "_check_state_dict", None)
+    if check is None:
+        return
+    try:
+        check(state)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: its optimiser state does not fit: {e}") from None
 
 
 def warn_if_inexact_resume(learn, start_epoch: int) -> None:

@@ -530,6 +530,8 @@ def test_a_resumed_pass_never_fetches_the_batches_it_had_done():
     shard.dl.generator.manual_seed(3)
     later = [b[0] for b in shard.batches_from(5)]
     assert len(later) == 2 and all(torch.equal(a, b) for a, b in zip(later, all_shard[5:]))
+    wrapped = DataLoader(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=8))
+    assert [b[0][0, 0].item() for b in wrapped.batches_from(5)] == [40.0, 48.0]  # a torch loader's: read, dropped
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

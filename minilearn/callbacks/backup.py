@@ -10,7 +10,7 @@ when asked. It holds:
     opt       the optimiser's state and hyper-parameters;
     position  the fit it belongs to, the epoch and the batch reached, the loop's counters;
     rng       every random number generator (torch's, CUDA's, Python's, each loader's), per process,
-              and for a mid-epoch backup also as they were when the epoch began (its data order);
+              and for a mid-epoch backup the training loader's as the epoch began (its data order);
     cbs       the `state_dict()` of every callback that keeps run state: the Recorder's history and
               smoothed loss, trackers' best and wait, schedulers' values, a CSVLogger's rows, ...
 
@@ -78,7 +78,7 @@ class BackupCallback(Callback):
         self.fits_done = 0
         self.resumed_from: tuple[int, int | None] | None = None
         self._mid_epoch = None  # a mid-epoch backup being put back: its content, until its epoch starts
-        self._epoch_start_rng = None
+        self._epoch_start_gen = None  # the training loader's generator as this epoch began (mid-epoch backups)
         self._passive = False
 
     @property
@@ -137,10 +137,10 @@ class BackupCallback(Callback):
             # every generator as at the backup, except the training loader's, which goes back to the
             # epoch's start: the loop then draws the pass's order from it and starts after the batches done
             self._set_rng(backup["rng"])
-            self._set_loader_rng(backup["epoch_start_rng"])
+            self.learn.dls.train.generator.set_state(backup["epoch_start_gen"])
             self.learn.resume_iter = backup["iter"] + 1
-        if self.every_n_batches:
-            self._epoch_start_rng = self._gathered_rng()
+        if self.every_n_batches:  # (under DDP the same on every rank: DistributedTrainer broadcast it)
+            self._epoch_start_gen = self.learn.dls.train.generator.get_state()
 
     def after_batch(self) -> None:
         if self.every_n_batches and self.learn.train_iter % self.every_n_batches == 0 and not self._passive:
@@ -181,7 +181,7 @@ class BackupCallback(Callback):
             "train_iter": learn.train_iter, "pct_train": learn.pct_train,
             "model": _plain_model(learn.model).state_dict(), "opt": learn.opt.state_dict(),
             "opt_kind": type(learn.opt).__name__, "rng": rng,
-            "epoch_start_rng": self._epoch_start_rng if batch is not None else None,
+            "epoch_start_gen": self._epoch_start_gen if batch is not None else None,
             "cbs": states,
         }
         checkpoint.save_checkpoint(backup, self.path)
@@ -207,16 +207,13 @@ class BackupCallback(Callback):
         differs("optimiser", backup["opt_kind"], type(learn.opt).__name__)
         differs("stateful callbacks", sorted(backup["cbs"]), sorted(_stateful_callbacks(learn)))
         checkpoint.check_weights_fit(_plain_model(learn.model), backup["model"], path)
-        check = getattr(learn.opt, "_check_state_dict", None)
-        if check is not None:
+        checkpoint.check_opt_state_fits(learn.opt, backup["opt"], path)
+        checkpoint.check_rng_state(backup["rng"][rank_distrib()], learn.dls.loaders, path)
+        if backup["epoch_start_gen"] is not None:
             try:
-                check(backup["opt"])
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"backup {path}: its optimiser state does not fit: {e}") from None
-        rank = rank_distrib()
-        for key in ("rng", "epoch_start_rng"):
-            if backup[key] is not None:
-                checkpoint.check_rng_state(backup[key][rank], learn.dls.loaders, path)
+                torch.Generator().set_state(backup["epoch_start_gen"])
+            except (TypeError, RuntimeError) as e:
+                raise ValueError(f"checkpoint {path}: its training loader's generator state is not valid ({e})") from None
 
     def _restore_training(self, backup: dict) -> None:
         learn = self.learn
@@ -231,11 +228,6 @@ class BackupCallback(Callback):
     def _set_rng(self, per_rank: list[dict]) -> None:
         checkpoint.set_rng_state(per_rank[rank_distrib()], self.learn.dls.loaders)
 
-    def _set_loader_rng(self, per_rank: list[dict]) -> None:
-        """The training loader's generator only, as it was when the epoch began."""
-        state = per_rank[rank_distrib()]["loaders"][0]
-        if state is not None:
-            self.learn.dls.train.generator.set_state(state.cpu())
 
 
 def _plain_model(model: torch.nn.Module) -> torch.nn.Module:
